@@ -1,0 +1,70 @@
+"""sftune: supervised fine-tuning of pretrained models.
+
+    import sftune
+    run = sftune.finetune(data="photos/", model="efficientnet_lite0", strategy="linear_probe", out="runs/ants")
+    model = sftune.load(run.path)
+    model.predict(["img1.jpg"], top_k=3)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine import RunResult
+    from .predictor import FineTunedModel
+
+
+def finetune(
+    data: str | Path | None = None,
+    model: str | None = None,
+    strategy: str | None = None,
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    **overrides: Any,
+) -> "RunResult":
+    """Fine-tune ``model`` on ``data`` and write a bundle to ``out``.
+
+    ``overrides`` are dotted config keys with ``__`` for dots, e.g.
+    ``train__epochs=5, strategy__unfreeze_epoch=2``; ``config`` is a YAML file.
+    """
+    from .config import build_config
+    from .engine import run_training
+
+    flat = {"data.path": str(data) if data is not None else None, "model.name": model, "strategy.name": strategy}
+    flat.update({k.replace("__", "."): v for k, v in overrides.items()})
+    cfg = build_config(file=config, overrides=flat)
+    return run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite)
+
+
+def load(path: str | Path, device: str | None = None) -> "FineTunedModel":
+    """Load a bundle (the ``--out`` folder of a finished run) for predict/evaluate."""
+    from .predictor import load as _load
+
+    return _load(path, device)
+
+
+def evaluate(path: str | Path, data: str | Path) -> dict[str, Any]:
+    """Metrics of a bundle on labeled data."""
+    return load(path).evaluate(data)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names in the offline zoo (``timm:<name>`` and ``file:<path>`` work too)."""
+    from .backbones import ZOO
+
+    return ZOO.list(pattern)
+
+
+def default_out_dir() -> Path:
+    import time
+
+    return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+__all__ = ["__version__", "default_out_dir", "evaluate", "finetune", "list_models", "load"]

@@ -1,0 +1,1 @@
+"""The ``sftune`` command."""

@@ -1,0 +1,214 @@
+"""``sftune`` command line: train, eval, predict, models, strategies, demo.
+
+Errors the user can fix print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import SftuneError
+from . import output
+
+
+class _Group(click.Group):
+    """Turns SftuneError into a one-line message and exit status 2 for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SftuneError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; an unfinished run continues with: sftune train --out <dir> --resume", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="sftune")
+def cli() -> None:
+    """Fine-tune pretrained models on your labeled data, offline.
+
+    \b
+    Quick start:
+      sftune demo                                     # digits, offline EfficientNet-Lite0
+      sftune train --data photos/ --out runs/mine     # photos/<class>/*.jpg or photos/train|val/<class>/
+      sftune eval runs/mine --data photos/val
+      sftune predict runs/mine some.jpg more_images/ --top-k 3
+    """
+
+
+def _devices(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+@cli.command()
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="YAML config; flags and --set override it.")
+@click.option("--data", help="Image folder (train/[val/] or <class>/*) or CSV manifest with path,label columns.")
+@click.option("--val-data", help="Separate validation folder or CSV (default: <data>/val, else a stratified split).")
+@click.option("--model", help="Zoo name (efficientnet_lite0), timm:<name> or file:<path>. See `sftune models`.")
+@click.option("--arch", help="timm architecture of a file:<state dict> (e.g. resnet18).")
+@click.option("--strategy", help="Fine-tuning strategy: linear_probe (default), full, freeze_unfreeze. See `sftune strategies`.")
+@click.option("--epochs", type=int, help="Maximum epochs [10].")
+@click.option("--batch-size", type=int, help="Images per step per device [32].")
+@click.option("--lr", type=float, help="Head learning rate [strategy default].")
+@click.option("--patience", type=int, help="Early-stopping patience in epochs, 0 = off [5].")
+@click.option("--image-size", type=int, help="Input size in px [the backbone's pretrained size].")
+@click.option("--seed", type=int, help="Random seed; the same seed gives the same metrics on CPU [42].")
+@click.option("--workers", type=int, help="DataLoader worker processes [min(4, cores)].")
+@click.option("--strict", is_flag=True, default=None, help="Fail on unreadable images instead of skipping them.")
+@click.option("--precision", help="32-true (default), bf16-mixed, 16-mixed.")
+@click.option("--accelerator", help="cpu, gpu, mps or auto (default).")
+@click.option("--devices", help="Devices per node: a number or auto.")
+@click.option("--num-nodes", type=int, help="Machines taking part (multi-node under torchrun/SLURM).")
+@click.option("--distributed", help="Multi-device mode passed to Lightning: auto, ddp, ddp_spawn, fsdp.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. --set train.lr=1e-3 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (the bundle) [runs/run-<time>].")
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out when this run finishes.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs and CI).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
+          no_progress: bool, as_json: bool, **flags: Any) -> None:
+    """Fine-tune a pretrained model and write a bundle.
+
+    \b
+    The bundle (--out) holds config.yaml, model.safetensors, labels.json,
+    metrics.json, lineage.json, logs/ and checkpoints/. It is written to a
+    hidden .<name>.partial folder first and renamed when complete.
+
+    \b
+    Examples:
+      sftune train --data hymenoptera_data --model efficientnet_lite0 --strategy linear_probe --out runs/ants
+      sftune train -c my.yaml --set train.epochs=20 --set strategy.unfreeze_epoch=5
+      sftune train --out runs/ants --resume
+    """
+    from ..config import build_config
+    from ..engine import run_training
+    from .. import default_out_dir
+
+    if resume and not out:
+        raise SftuneError("--resume needs --out: the folder of the run to continue")
+    keys = {
+        "data": "data.path", "val_data": "data.val_path", "model": "model.name", "arch": "model.arch",
+        "strategy": "strategy.name", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
+        "patience": "train.patience", "image_size": "data.image_size", "seed": "train.seed",
+        "workers": "data.num_workers", "strict": "data.strict", "precision": "trainer.precision",
+        "accelerator": "trainer.accelerator", "devices": "trainer.devices", "num_nodes": "trainer.num_nodes",
+        "distributed": "trainer.distributed",
+    }
+    flags["devices"] = _devices(flags.get("devices"))
+    overrides = {keys[k]: v for k, v in flags.items()}
+    if no_progress:
+        overrides["trainer.progress_bar"] = False
+    cfg = build_config(file=config_file, overrides=overrides, sets=list(sets))
+    result = run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite, log=output.info)
+    if not result.metrics:
+        return  # a non-zero-rank process of a distributed run
+    if as_json:
+        click.echo(json.dumps({"bundle": str(result.path), **{k: v for k, v in result.metrics.items() if k != "history"}}, indent=2))
+    else:
+        output.metrics_table(result.metrics, title=f"validation metrics (best epoch {result.metrics.get('best_epoch')})")
+        output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)")
+
+
+@cli.command(name="eval")
+@click.argument("bundle", type=click.Path())
+@click.option("--data", required=True, help="Labeled images: a <class>/* folder, a train/val root (its val/ is used) or a CSV.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--strict", is_flag=True, help="Fail on unreadable images instead of skipping them.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, as_json: bool) -> None:
+    """Evaluate a bundle on labeled data: accuracy, macro precision/recall/F1, loss.
+
+    \b
+    Example:
+      sftune eval runs/ants --data hymenoptera_data/val
+    """
+    from ..predictor import load
+
+    metrics = load(bundle).evaluate(data, batch_size=batch_size, strict=strict)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        output.metrics_table(metrics, title=f"{bundle} on {data}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes to show per image.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of {path, label, score, top_k}.")
+def predict(bundle: str, paths: tuple[str, ...], top_k: int, batch_size: int, as_json: bool) -> None:
+    """Classify images (files, or folders searched for images).
+
+    \b
+    Example:
+      sftune predict runs/ants photo.jpg more_photos/ --top-k 2
+    """
+    from ..predictor import load
+
+    predictions = load(bundle).predict(list(paths), top_k=top_k, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        output.predictions_table(predictions)
+
+
+@cli.command()
+def models() -> None:
+    """List the offline zoo and the other ways to name a backbone."""
+    output.models_table()
+
+
+@cli.command()
+def strategies() -> None:
+    """List fine-tuning strategies and their options (strategy.<option> in config / --set)."""
+    output.strategies_table()
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), default=str(Path(".sftune-data") / "digits"),
+              show_default=True, help="Where the digits are written as PNGs (once).")
+@click.option("--out", type=click.Path(file_okay=False), default=str(Path("runs") / "demo"), show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def demo(data_dir: str, out: str, no_progress: bool) -> None:
+    """The embedded default job, offline: EfficientNet-Lite0 (ImageNet) on the UCI digits.
+
+    Writes scikit-learn's 1,797 handwritten digits as an image folder, fine-tunes
+    with configs/demo.yaml, prints the metrics and a few predictions, and leaves
+    a bundle in --out (replaced on every run).
+    """
+    from ..config import build_config
+    from ..demo import DEMO_CONFIG, write_digits_folder
+    from ..engine import run_training
+    from ..predictor import load
+
+    folder = write_digits_folder(data_dir)
+    overrides: dict[str, Any] = {"data.path": str(folder)}
+    if no_progress:
+        overrides["trainer.progress_bar"] = False
+    cfg = build_config(file=DEMO_CONFIG, overrides=overrides)
+    output.info(f"demo: digits written to {folder}; config {DEMO_CONFIG}")
+    result = run_training(cfg, out, overwrite=True, log=output.info)
+    output.metrics_table(result.metrics, title=f"digits validation metrics (best epoch {result.metrics.get('best_epoch')})")
+    examples = [folder / d / sorted(p.name for p in (folder / d).iterdir())[0] for d in ("0", "3", "7")]
+    output.predictions_table(load(result.path).predict(examples, top_k=2))
+    output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)  — try: sftune predict {result.path} {examples[0]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="sftune")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Typed run configuration: defaults < YAML file < CLI flags < ``--set`` overrides.
+
+Each component reads only its own section (``data``, ``model``, ``strategy``,
+``train``, ``trainer``). The resolved tree is saved as ``config.yaml`` in every
+bundle, so a run can be reproduced from its folder alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SftuneError, did_you_mean
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: str | None = Field(None, description="image folder (train/ [val/] or <class>/*) or CSV manifest with path,label")
+    val_path: str | None = Field(None, description="separate validation folder/CSV; default: <path>/val or a split")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share held out when there is no validation set")
+    image_size: int | None = Field(None, ge=16, le=4096, description="override the backbone's pretrained input size (px)")
+    hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability for training")
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="RandomResizedCrop area range for training")
+    color_jitter: float = Field(0.4, ge=0, description="colour jitter strength for training (0 = off)")
+    num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: min(4, CPU cores))")
+    strict: bool = Field(False, description="fail on unreadable images instead of skipping them")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _check_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (0 < lo <= hi <= 1):
+            raise ValueError("must be two numbers with 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+        return v
+
+
+class ModelConfig(_Section):
+    name: str = Field("efficientnet_lite0", description="zoo name, timm:<name> or file:<path>; see `sftune models`")
+    pretrained: bool = Field(True, description="load pretrained weights (False: random init, for tests)")
+    arch: str | None = Field(None, description="timm architecture; resolved from name, needed for file:<state dict>")
+    drop_rate: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier head")
+
+
+class StrategyConfig(BaseModel):
+    """``name`` picks the strategy class; other keys are that class's own fields."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = Field("linear_probe", description="see `sftune strategies`")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, description="per device")
+    lr: float | None = Field(None, gt=0, description="head learning rate (default: the strategy's)")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW decoupled weight decay; never applied to norms/biases")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear LR warm-up before the cosine decay")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    monitor: Literal["val/acc", "val/f1", "val/loss"] = Field("val/acc", description="metric for early stopping and best checkpoint")
+    patience: int = Field(5, ge=0, description="early-stopping patience in epochs (0 = off)")
+    seed: int = 42
+
+
+class TrainerConfig(_Section):
+    """Passed through to the Lightning Trainer (hardware and scale-out)."""
+
+    accelerator: str = Field("auto", description="cpu, gpu, mps, auto")
+    devices: int | str = Field("auto", description="number of devices per node, or 'auto'")
+    num_nodes: int = Field(1, ge=1)
+    distributed: str = Field("auto", description="Lightning distributed strategy: auto, ddp, ddp_spawn, fsdp")
+    precision: str = Field("32-true", description="32-true, bf16-mixed, 16-mixed, bf16-true")
+    deterministic: bool = Field(False, description="force deterministic kernels (slower on GPU)")
+    progress_bar: bool = True
+
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, v: str) -> str:
+        allowed = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return v
+
+
+class RunConfig(_Section):
+    task: Literal["image_classification"] = "image_classification"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SftuneError(f"config file '{p}' does not exist; pass an existing YAML file to -c")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise SftuneError(f"config file '{p}' is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SftuneError(f"config file '{p}' must hold a mapping of sections (data:, model:, train: ...)")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'train.lr=1e-3'`` -> ``('train.lr', 0.001)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SftuneError(f"--set '{text}' must look like section.key=value, e.g. --set train.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SftuneError(f"cannot set '{key}': '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build_config(
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge a base tree, a YAML file, dotted overrides and ``--set`` strings; validate once."""
+    tree: dict[str, Any] = dict(base or {})
+    if file is not None:
+        tree = _deep_merge(tree, load_yaml(file))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(tree, key, value)
+    for text in sets or []:
+        set_dotted(tree, *parse_override(text))
+    return validate(tree, source=str(file) if file else "config")
+
+
+def validate(tree: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise SftuneError(format_validation_error(exc, source)) from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """First problem of a pydantic error as one line naming the field and the fix."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join(loc) or "(root)"
+    if err["type"] == "extra_forbidden":
+        section = _section_model(loc[:-1])
+        known = list(section.model_fields) if section else []
+        hint = did_you_mean(loc[-1], known)
+        return f"{source}: unknown key '{field}'{hint}; known keys here: {', '.join(known)}"
+    msg = err["msg"]
+    if err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    extra = f" — {len(exc.errors()) - 1} more problem(s) after fixing this one" if len(exc.errors()) > 1 else ""
+    return f"{source}: {field}: {msg}{shown}{extra}"
+
+
+def _section_model(loc: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dump_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

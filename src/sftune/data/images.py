@@ -1,0 +1,81 @@
+"""Reading one image file into an RGB PIL image, whatever its mode.
+
+Handles EXIF rotation, grayscale, palette and alpha (composited on white),
+CMYK, and 16/32-bit integer images (rescaled to 8 bits). Animated files give
+their first frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# Refuse images past ~ 16k x 16k: beyond that a single decode can exhaust memory.
+MAX_PIXELS = 16_384 * 16_384
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        # 16-bit sources span 0..65535; scale to 0..255 (1/257 maps 65535 -> 255 exactly).
+        if arr.max(initial=0) > 255:
+            arr = arr / 257.0
+        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    return im.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            im.seek(0)
+            return to_rgb(im)
+
+
+def inspect_image(path: Path) -> tuple[str | None, str | None]:
+    """Check that a file decodes; return ``(content_sha256, None)`` or ``(None, reason)``.
+
+    The file is read once: its bytes are hashed (for the data fingerprint) and
+    decoded at reduced size (JPEG draft mode) so a scan stays cheap.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"cannot read ({e.strerror or e})"
+    if not data:
+        return None, "empty file (0 bytes)"
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    return None, f"too large ({w}x{h} px, limit {MAX_PIXELS:,} px)"
+                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                im.load()
+    except Image.DecompressionBombError as e:
+        return None, f"refused as a decompression bomb ({e})"
+    except Image.DecompressionBombWarning:
+        return None, "too large (decompression bomb limit)"
+    except Exception as e:  # PIL raises many types for broken files
+        return None, f"not a readable image ({type(e).__name__}: {str(e)[:80]})"
+    return digest, None

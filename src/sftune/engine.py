@@ -1,0 +1,260 @@
+"""The main path, top to bottom: config -> data -> backbone + head -> strategy ->
+Lightning Trainer -> bundle. ``sftune train`` and :func:`sftune.finetune` both
+end up in :func:`run_training`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from . import bundle as B
+from .backbones import create_backbone
+from .config import RunConfig, dump_yaml, load_yaml, validate
+from .data import ImageClassificationData, build_transforms, find_labeled_images
+from .errors import SftuneError
+from .strategies import create_strategy
+
+# Settings that may change when continuing a run; anything else must match the saved config.
+RESUMABLE_CHANGES = ("train.epochs", "train.patience", "trainer.")
+
+
+@dataclass
+class RunResult:
+    path: Path
+    metrics: dict[str, Any]
+    config: RunConfig
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_training(
+    config: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .tasks import ImageClassifier
+
+    started = time.time()
+    if resume:
+        config = _resumed_config(Path(out), config)
+    if not config.data.path:
+        raise SftuneError("no training data: pass --data DIR (or set data.path in the config)")
+
+    # 1. Everything that can be wrong with the input is checked before any work starts.
+    strategy = create_strategy(config.strategy)
+    strategy.check(config.train.epochs)
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    data = find_labeled_images(config.data.path, config.data.val_path, config.data.val_fraction, config.train.seed, config.data.strict)
+    for path, reason in data.skipped[:5]:
+        log(f"warning: skipped {path}: {reason}")
+    if data.skipped:
+        log(f"warning: skipped {len(data.skipped)} unreadable file(s) in total (use --strict to make this an error)")
+    backbone = create_backbone(config.model.name, config.model.pretrained, config.model.arch)
+    config.model.arch = backbone.arch
+
+    # 2. The run folder: a work folder renamed into place at the end.
+    run = B.RunFolder.open(out, resume=resume, overwrite=overwrite)
+    try:
+        if run.is_writer and not resume:
+            B.atomic_write_text(run.work / B.CONFIG, dump_yaml(config))
+
+        # 3. Data pipeline and model.
+        train_tf, eval_tf = build_transforms(backbone.data_config(config.data.image_size), config.data)
+        datamodule = ImageClassificationData(
+            data.train, data.val, data.classes, train_tf, eval_tf, config.train.batch_size, config.data.num_workers
+        )
+        task = ImageClassifier(backbone, len(data.classes), strategy, config.train, config.model.drop_rate)
+        total = sum(p.numel() for p in task.parameters())
+        log(
+            f"data: {len(data.train)} train / {len(data.val)} val images, {len(data.classes)} classes "
+            f"({data.split['method']} split) | model: {config.model.name} ({backbone.arch}) | "
+            f"strategy: {strategy.name}, {task.trainable_parameters():,} of {total:,} parameters train, lr {task.lr:g}"
+        )
+
+        # 4. Lightning does the loop: checkpoints, early stopping, devices, precision.
+        monitor_mode = "min" if config.train.monitor == "val/loss" else "max"
+        checkpoint = ModelCheckpoint(
+            dirpath=run.work / B.CHECKPOINTS, filename="best", monitor=config.train.monitor, mode=monitor_mode,
+            save_top_k=1, enable_version_counter=False,
+        )
+        # A separate unmonitored callback rewrites last.ckpt after every epoch: Lightning 2.6's
+        # save_last only writes when a new best is saved, which would make --resume lose epochs.
+        last = ModelCheckpoint(dirpath=run.work / B.CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
+        callbacks: list[Any] = [checkpoint, last]
+        if config.train.patience > 0:
+            callbacks.append(EarlyStopping(monitor=config.train.monitor, mode=monitor_mode, patience=config.train.patience))
+        t = config.trainer
+        quiet = _quiet_lightning()
+        quiet.__enter__()
+        trainer = L.Trainer(
+            max_epochs=config.train.epochs,
+            min_epochs=strategy.min_epochs(),
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.distributed,
+            precision=t.precision,
+            deterministic=t.deterministic,
+            callbacks=callbacks,
+            logger=CSVLogger(run.work, name="logs", version=""),
+            enable_progress_bar=t.progress_bar,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+        )
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=run.last_checkpoint if resume else None, weights_only=True)
+        finally:
+            quiet.__exit__(None, None, None)
+        if not run.is_writer or not trainer.is_global_zero:
+            return RunResult(run.final, {}, config)
+
+        # 5. The bundle: best weights, labels, lineage, then metrics measured from the bundle itself.
+        best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
+        best_state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+        task.load_state_dict(best_state)
+        B.save_weights(run.work / B.WEIGHTS, task.backbone.weights(), task.head.state_dict(),
+                       metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch})
+        B.atomic_write_json(run.work / B.LABELS, {"classes": data.classes})
+        B.atomic_write_json(run.work / B.LINEAGE, _lineage(config, data, backbone.source))
+        best_epoch = _best_epoch(checkpoint)
+        if best_path.name == "best.ckpt":
+            best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
+
+        from .predictor import load
+
+        metrics = load(run.work).evaluate(data.val, batch_size=config.train.batch_size,
+                                          num_workers=datamodule.num_workers)
+        metrics.update(
+            best_epoch=best_epoch, epochs_run=trainer.current_epoch,
+            seconds=round(time.time() - started, 1), skipped_files=len(data.skipped),
+            history=_history(run.work / "logs" / "metrics.csv"),
+        )
+        B.atomic_write_json(run.work / B.METRICS, metrics)
+        final = run.commit()
+        return RunResult(final, metrics, config, data.skipped, time.time() - started)
+    except BaseException:
+        run.discard_if_empty()
+        raise
+    finally:
+        run.release()
+
+
+def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
+    """The interrupted run's own config, with only epoch budget / hardware allowed to change."""
+    saved_path = B.partial_dir(out.expanduser().absolute()) / B.CONFIG
+    if not saved_path.is_file():
+        raise SftuneError(f"cannot resume '{out}': no unfinished run there ({saved_path} is missing)")
+    saved = validate(load_yaml(saved_path), source=str(saved_path))
+    merged = saved.to_dict()
+    wanted = requested.to_dict()
+    defaults = RunConfig().to_dict()
+    for section, values in wanted.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if value == defaults[section].get(key) or value == merged[section].get(key) or key == "arch":
+                continue  # not asked to change
+            if not any(dotted == p or (p.endswith(".") and dotted.startswith(p)) for p in RESUMABLE_CHANGES):
+                raise SftuneError(
+                    f"--resume continues the saved run: {dotted} is {merged[section].get(key)!r} there, not {value!r}; "
+                    f"only train.epochs, train.patience and trainer.* may change"
+                )
+            merged[section][key] = value
+    return validate(merged, source=str(saved_path))
+
+
+def _lineage(config: RunConfig, data, backbone_source: str) -> dict[str, Any]:
+    import lightning
+    import timm
+
+    parent = None
+    if backbone_source.startswith("file:"):
+        parent_path = Path(backbone_source[len("file:") :])
+        parent = {"path": str(parent_path.absolute()), "is_bundle": B.is_bundle(parent_path)}
+    return {
+        "format": B.BUNDLE_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"name": config.model.name, "arch": config.model.arch, "pretrained": config.model.pretrained},
+        "parent": parent,
+        "data": {
+            "path": str(Path(config.data.path).absolute()) if config.data.path else None,
+            "fingerprint_sha256": data.fingerprint,
+            "train_images": len(data.train),
+            "val_images": len(data.val),
+            "classes": data.classes,
+            "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
+            "split": data.split,
+        },
+        "versions": {
+            "sftune": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "lightning": lightning.__version__, "python": platform.python_version(),
+        },
+        "host": {"platform": platform.platform(), "cuda": torch.cuda.is_available()},
+    }
+
+
+def _best_epoch(checkpoint) -> int | None:
+    best = checkpoint.best_model_path
+    if not best or not Path(best).is_file():
+        return None
+    return int(torch.load(best, map_location="cpu", weights_only=True).get("epoch", -1))
+
+
+def _history(csv_path: Path) -> list[dict[str, float]]:
+    """Per-epoch rows of the CSV log (validation metrics and epoch-mean train loss)."""
+    if not csv_path.is_file():
+        return []
+    by_epoch: dict[int, dict[str, float]] = {}
+    with csv_path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            entry = by_epoch.setdefault(epoch, {"epoch": epoch})
+            for key, value in row.items():
+                if value and key not in ("epoch", "step") and not key.endswith("_step"):
+                    entry[key.removesuffix("_epoch")] = float(value)
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+class _quiet_lightning:
+    """Keep Lightning's start-up chatter (and known-harmless warnings) off the terminal."""
+
+    def __enter__(self) -> None:
+        self._loggers = {name: logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")}
+        self._levels = {name: lg.level for name, lg in self._loggers.items()}
+        for lg in self._loggers.values():
+            lg.setLevel(logging.WARNING)
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        for message in (
+            ".*does not have many workers.*",
+            ".*The number of training batches.*",
+            ".*module\\(s\\) in eval mode.*",  # our frozen BatchNorm layers, on purpose
+            ".*LeafSpec.*",
+            ".*litlogger.*",
+        ):
+            warnings.filterwarnings("ignore", message=message)
+
+    def __exit__(self, *exc: object) -> None:
+        self._warn.__exit__(*exc)
+        for name, lg in self._loggers.items():
+            lg.setLevel(self._levels[name])

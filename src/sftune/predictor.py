@@ -1,0 +1,124 @@
+"""A fine-tuned model loaded from its bundle: predict and evaluate, no training code needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import bundle as B
+from .backbones import build_architecture
+from .config import RunConfig, load_yaml, validate
+from .data import ImageDataset, Sample, build_transforms, find_unlabeled_images, make_loader
+from .data.sources import check_images, scan_class_folders, read_manifest, VAL_DIR_NAMES
+from .errors import SftuneError
+from .eval import classification_metrics
+from .heads import ClassifierHead
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    score: float  # softmax probability of ``label``
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "label": self.label, "score": round(self.score, 6),
+                "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in self.top_k]}
+
+
+class FineTunedModel:
+    """Backbone + head rebuilt from ``config.yaml`` and ``model.safetensors``."""
+
+    def __init__(self, path: str | Path, device: str | None = None) -> None:
+        self.path = B.check_bundle(path)
+        self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
+        self.classes: list[str] = B.read_json(self.path / B.LABELS)["classes"]
+        arch = self.config.model.arch
+        if not arch:
+            raise SftuneError(f"{self.path / B.CONFIG}: model.arch is missing; cannot rebuild the model")
+        self.backbone = build_architecture(arch, source=self.config.model.name)
+        self.head = ClassifierHead(self.backbone.num_features, len(self.classes))
+        backbone_state, head_state = B.split_weights(B.read_weights(self.path))
+        self.backbone.load_weights(backbone_state, origin=str(self.path / B.WEIGHTS))
+        self.head.load_state_dict(head_state)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = torch.nn.Sequential(self.backbone, self.head).to(self.device).eval()
+        data_cfg = self.backbone.data_config(self.config.data.image_size)
+        _, self.transform = build_transforms(data_cfg, self.config.data)
+
+    def __repr__(self) -> str:
+        return f"FineTunedModel({str(self.path)!r}, arch={self.backbone.arch!r}, classes={len(self.classes)})"
+
+    @torch.inference_mode()
+    def logits(self, samples: list[Sample], batch_size: int = 64, num_workers: int = 0):
+        """Yield ``(logits (B, C), labels (B,))`` batches; labels are -1 for unlabeled samples."""
+        dataset = ImageDataset(samples, {c: i for i, c in enumerate(self.classes)}, self.transform)
+        for images, labels in make_loader(dataset, batch_size, num_workers, shuffle=False):
+            yield self.model(images.to(self.device)).float().cpu(), labels
+
+    def predict(self, paths: list[str | Path] | str | Path, top_k: int = 1, batch_size: int = 64, num_workers: int = 0) -> list[Prediction]:
+        """Classify image files (folders are searched for images)."""
+        files = find_unlabeled_images([paths] if isinstance(paths, (str, Path)) else list(paths))
+        good, skipped, _ = check_images([Sample(f, "") for f in files], strict=True)
+        k = max(1, min(top_k, len(self.classes)))
+        out: list[Prediction] = []
+        index = 0
+        for logits, _ in self.logits(good, batch_size, num_workers):
+            probs = logits.softmax(dim=-1)
+            scores, idx = probs.topk(k, dim=-1)
+            for row_scores, row_idx in zip(scores.tolist(), idx.tolist()):
+                ranked = [(self.classes[i], s) for i, s in zip(row_idx, row_scores)]
+                out.append(Prediction(str(good[index].path), ranked[0][0], ranked[0][1], ranked))
+                index += 1
+        return out
+
+    def evaluate(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0, strict: bool = False) -> dict[str, Any]:
+        """Streamed metrics on labeled data (a class folder, a train/val root's val/, or a CSV)."""
+        samples = data if isinstance(data, list) else labeled_eval_samples(Path(data))
+        skipped: list[tuple[str, str]] = []
+        if not isinstance(data, list):
+            samples, skipped, _ = check_images(samples, strict)
+        unknown = sorted({s.label for s in samples} - set(self.classes))
+        if unknown:
+            raise SftuneError(
+                f"evaluation data has classes the model was not trained on: {', '.join(unknown)}; "
+                f"it knows: {', '.join(self.classes)}"
+            )
+        metrics = classification_metrics(len(self.classes))
+        loss_sum, n = 0.0, 0
+        for logits, labels in self.logits(samples, batch_size, num_workers):
+            metrics.update(logits, labels)
+            loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            n += len(labels)
+        if n == 0:
+            raise SftuneError(f"no readable labeled images in '{data}'")
+        result = {k: float(v) for k, v in metrics.compute().items()}
+        result["loss"] = loss_sum / n
+        result["n"] = n
+        result["skipped"] = len(skipped)
+        return result
+
+
+def labeled_eval_samples(path: Path) -> list[Sample]:
+    """Labeled images for ``eval``: a class folder, a CSV, or the val/ (else test/) of a train/val root."""
+    path = path.expanduser()
+    if not path.exists():
+        raise SftuneError(f"evaluation data '{path}' does not exist; pass a folder of class sub-folders or a CSV manifest")
+    if path.is_file():
+        if path.suffix.lower() not in (".csv", ".tsv"):
+            raise SftuneError(f"'{path}' is a file but not a .csv/.tsv manifest")
+        train, val = read_manifest(path)
+        return val if val is not None else train
+    for name in (*VAL_DIR_NAMES, "test"):
+        if (path / "train").is_dir() and (path / name).is_dir():
+            return scan_class_folders(path / name)
+    return scan_class_folders(path)
+
+
+def load(path: str | Path, device: str | None = None) -> FineTunedModel:
+    """Load a bundle written by ``sftune train`` / :func:`sftune.finetune`."""
+    return FineTunedModel(path, device=device)

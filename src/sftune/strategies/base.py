@@ -1,0 +1,65 @@
+"""What a fine-tuning strategy decides: which parameters train, from when, how fast.
+
+A strategy returns :class:`ParamGroup` objects. The engine turns them into
+optimizer param groups once, for the whole run, and derives everything else
+from the epoch number:
+
+* a group trains from ``start_epoch`` on; before that its parameters have
+  ``requires_grad=False`` and its LR multiplier is 0;
+* parameters in no group never train (and BatchNorm layers whose parameters
+  don't train keep their running statistics).
+
+Because the optimizer layout never changes and trainability is a function of
+the epoch, resuming a checkpoint restores exactly the same state — unlike
+callbacks that add param groups mid-run (Lightning issues #6891, #21901).
+Adding a strategy = one new class registered in ``STRATEGIES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from torch import nn
+
+from .._registry import Registry
+
+if TYPE_CHECKING:
+    from ..tasks.image_classification import ImageClassifier
+
+
+@dataclass
+class ParamGroup:
+    name: str
+    params: list[nn.Parameter]
+    lr_scale: float = 1.0  # multiplies train.lr
+    start_epoch: int = 0  # frozen (requires_grad False, LR 0) before this epoch
+
+
+class Strategy:
+    """Base class; subclasses are pydantic dataclasses whose fields are their options."""
+
+    name: ClassVar[str]
+    default_lr: ClassVar[float]
+    summary: ClassVar[str]
+
+    def param_groups(self, task: "ImageClassifier") -> list[ParamGroup]:
+        raise NotImplementedError
+
+    def min_epochs(self) -> int:
+        """Epochs that must run before early stopping may end the run."""
+        return 0
+
+    def check(self, epochs: int) -> None:
+        """Reject options that cannot work with the run's epoch budget (raise SftuneError)."""
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+def head_params(task: "ImageClassifier") -> list[nn.Parameter]:
+    return list(task.head.parameters())
+
+
+def backbone_params(task: "ImageClassifier") -> list[nn.Parameter]:
+    return list(task.backbone.parameters())
