@@ -122,6 +122,8 @@ def run_training(
             trainer.fit(task, datamodule=datamodule, ckpt_path=run.last_checkpoint if resume else None, weights_only=True)
         finally:
             quiet.__exit__(None, None, None)
+        if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop; last.ckpt is on disk
+            raise KeyboardInterrupt
         if not run.is_writer or not trainer.is_global_zero:
             return RunResult(run.final, {}, config)
 

@@ -18,7 +18,8 @@ def info(message: str) -> None:
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> None:
-    table = Table(title=title)
+    info(title)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     labels = {"acc": "accuracy", "precision": "precision (macro)", "recall": "recall (macro)", "f1": "F1 (macro)",

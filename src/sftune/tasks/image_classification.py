@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..backbones import Backbone
 from ..config import TrainConfig
+from .. import rng
 from ..errors import SftuneError
 from ..eval import classification_metrics
 from ..heads import ClassifierHead
@@ -70,6 +71,9 @@ class ImageClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.apply_trainability(self.current_epoch)
+        if getattr(self, "_pending_rng", None) is not None:
+            rng.restore(self._pending_rng)
+            self._pending_rng = None
 
     def trainable_parameters(self) -> int:
         """Parameters that train at any point of the run."""
@@ -127,6 +131,7 @@ class ImageClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sftune_groups"] = self._group_layout()
+        checkpoint["sftune_rng"] = rng.capture()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("sftune_groups")
@@ -135,6 +140,8 @@ class ImageClassifier(L.LightningModule):
                 "checkpoint was written by a different strategy or model (param groups differ); "
                 "resume with the run's own config.yaml or start a new --out"
             )
+        # Restored when the next epoch starts, so shuffling/augmentation continue as if never stopped.
+        self._pending_rng = checkpoint.get("sftune_rng")
 
     def _group_layout(self) -> list[list[Any]]:
         return [[g.name, g.start_epoch, float(g.lr_scale), sum(p.numel() for p in g.params)] for g in self.groups]

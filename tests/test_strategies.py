@@ -1,0 +1,133 @@
+"""What each strategy trains, when, and at which learning rate (tiny model, real digits)."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import timm
+import torch
+
+from sftune.backbones import Backbone
+from sftune.config import DataConfig, StrategyConfig, TrainConfig
+from sftune.data import ImageClassificationData, build_transforms, find_labeled_images
+from sftune.errors import SftuneError
+from sftune.strategies import STRATEGIES, create_strategy
+from sftune.tasks import ImageClassifier
+from sftune.tasks.image_classification import _warmup_cosine
+
+
+def make_task(strategy_name: str, **options) -> ImageClassifier:
+    torch.manual_seed(0)
+    backbone = Backbone(timm.create_model("test_efficientnet", pretrained=False), "test_efficientnet", "test")
+    strategy = create_strategy(StrategyConfig(name=strategy_name, **options))
+    return ImageClassifier(backbone, 3, strategy, TrainConfig(lr=0.01, warmup_epochs=0), drop_rate=0.0)
+
+
+def make_data(root, backbone: Backbone) -> ImageClassificationData:
+    data = find_labeled_images(root, val_fraction=0.2)
+    cfg = DataConfig(image_size=32)
+    train_tf, eval_tf = build_transforms(backbone.data_config(32), cfg)
+    return ImageClassificationData(data.train, data.val, data.classes, train_tf, eval_tf, batch_size=16, num_workers=0)
+
+
+class Recorder(L.Callback):
+    """Per epoch: which parameters may train, each group's LR, and the BN modes."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._snapshot = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if batch_idx == 1:  # after the first step of the epoch, so warm-up/zero LRs are visible
+            bn = [m for m in module.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            self.epochs.append({
+                "backbone_trainable": [p.requires_grad for p in module.backbone.parameters()],
+                "head_trainable": [p.requires_grad for p in module.head.parameters()],
+                "lr": {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups},
+                "bn_training": [m.training for m in bn],
+            })
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        after = module.state_dict()
+        self.epochs[-1]["changed"] = {k for k, v in after.items() if not torch.equal(v, self._snapshot[k])}
+
+
+def fit(task: ImageClassifier, data_root, epochs: int) -> Recorder:
+    recorder = Recorder()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
+                        num_sanity_val_steps=0)
+    trainer.fit(task, datamodule=make_data(data_root, task.backbone))
+    return recorder
+
+
+def test_registry_lists_the_three_strategies():
+    assert {"linear_probe", "full", "freeze_unfreeze"} <= set(STRATEGIES.list())
+    with pytest.raises(SftuneError, match="available: .*linear_probe"):
+        create_strategy(StrategyConfig(name="nope"))
+
+
+def test_linear_probe_freezes_backbone_weights_and_bn_statistics(digits_dir):
+    task = make_task("linear_probe")
+    before = {k: v.clone() for k, v in task.backbone.state_dict().items()}
+    rec = fit(task, digits_dir, epochs=2)
+    after = task.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "backbone tensors (incl. BN running stats) must not move"
+    for epoch in rec.epochs:
+        assert not any(epoch["backbone_trainable"]) and all(epoch["head_trainable"])
+        assert not any(epoch["bn_training"]), "frozen BN layers must stay in eval mode"
+        assert set(epoch["lr"]) == {"head"}
+        assert epoch["changed"] and all(k.startswith("head.") for k in epoch["changed"])
+
+
+def test_full_trains_everything_with_a_lower_backbone_lr(digits_dir):
+    task = make_task("full", backbone_lr_scale=0.1)
+    rec = fit(task, digits_dir, epochs=1)
+    epoch = rec.epochs[0]
+    assert all(epoch["backbone_trainable"]) and all(epoch["bn_training"])
+    assert epoch["lr"]["backbone"] == pytest.approx(0.1 * epoch["lr"]["head"])
+    assert any(k.startswith("backbone.") and "running_mean" in k for k in epoch["changed"])
+
+
+def test_freeze_unfreeze_switches_at_the_given_epoch(digits_dir):
+    task = make_task("freeze_unfreeze", unfreeze_epoch=2, backbone_lr_scale=0.1)
+    rec = fit(task, digits_dir, epochs=3)
+    for epoch in rec.epochs[:2]:
+        assert not any(epoch["backbone_trainable"]) and not any(epoch["bn_training"])
+        assert epoch["lr"]["backbone"] == 0.0 and epoch["lr"]["head"] > 0
+        assert all(k.startswith("head.") for k in epoch["changed"])
+    last = rec.epochs[2]
+    assert all(last["backbone_trainable"]) and all(last["bn_training"])
+    assert last["lr"]["backbone"] > 0
+    assert any(k.startswith("backbone.") for k in last["changed"])
+
+
+def test_freeze_unfreeze_rejects_unfreezing_after_the_last_epoch():
+    strategy = create_strategy(StrategyConfig(name="freeze_unfreeze", unfreeze_epoch=5))
+    with pytest.raises(SftuneError, match="unfreeze_epoch"):
+        strategy.check(epochs=5)
+
+
+def test_schedule_warmup_cosine_and_delayed_start():
+    f = _warmup_cosine(start=0, warmup=4, total=100)
+    assert f(0) == pytest.approx(0.25 * 0.5 * (1 + torch.cos(torch.tensor(0.0)).item()))
+    assert f(3) == pytest.approx(1.0, abs=1e-2)
+    assert f(50) == pytest.approx(0.5, abs=1e-6)
+    assert f(100) == pytest.approx(0.0, abs=1e-9)
+    g = _warmup_cosine(start=20, warmup=10, total=100)
+    assert g(19) == 0.0 and 0 < g(20) < g(25) and g(29) > g(35)
+
+
+def test_no_weight_decay_on_biases_and_norms(digits_dir):
+    task = make_task("full")
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_train_batches=1,
+                        limit_val_batches=0)
+    trainer.fit(task, datamodule=make_data(digits_dir, task.backbone))
+    for group in trainer.optimizers[0].param_groups:
+        if group["weight_decay"] > 0:
+            assert all(p.ndim > 1 for p in group["params"])
+        else:
+            assert all(p.ndim <= 1 for p in group["params"])
