@@ -161,6 +161,7 @@ def test_file_model_with_unknown_weight_format(tmp_path, digits_dir):
                             "--arch", "test_efficientnet"), "unknown weight format '.onnx'")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 def test_malicious_pickle_is_refused_without_running_it(tmp_path, digits_dir, writer):
     marker = tmp_path / "PWNED"
@@ -183,11 +184,6 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, digits_dir, wr
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: torch.load(weights_only=True) on a plain pickle.dump file warns 'Detected pickle protocol 4'; "
-    "load_state_dict_file lets the UserWarning through, so the real CLI prints extra lines before 'error:'",
-    strict=True,
-)
 def test_malicious_pickle_refusal_emits_no_warning_noise(tmp_path, digits_dir):
     weights = tmp_path / "evil.pth"
     with weights.open("wb") as fh:
@@ -231,11 +227,6 @@ def test_data_is_a_text_file(tmp_path):
     assert_user_error(train(notes, tmp_path / "run"), str(notes), ".csv/.tsv")
 
 
-@pytest.mark.xfail(
-    reason="BUG: sources.read_manifest crashes with AttributeError on a CSV row with more fields than the "
-    "header, so the CLI prints a traceback and exits 1",
-    strict=True,
-)
 def test_csv_with_extra_fields(tmp_path, digits_dir):
     manifest = tmp_path / "m.csv"
     rows = [f"{f},{f.parent.name},oops" for f in sorted(digits_dir.rglob("*.png"))[:6]]
@@ -243,11 +234,6 @@ def test_csv_with_extra_fields(tmp_path, digits_dir):
     assert_user_error(train(manifest, tmp_path / "run", *TINY_FLAGS), str(manifest))
 
 
-@pytest.mark.xfail(
-    reason="BUG: trainer.devices/accelerator/distributed are free strings passed to L.Trainer unchecked; "
-    "Lightning's TypeError/ValueError/ModuleNotFoundError escape as a traceback with exit 1",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "flag, value, field",
     [("--devices", "foo", "trainer.devices"), ("--accelerator", "tpu", "trainer.accelerator"),

@@ -66,6 +66,6 @@ def test_layer_groups_cover_the_backbone_input_first():
 
 def test_unknown_names_say_what_exists():
     with pytest.raises(SftuneError, match="did you mean 'efficientnet_lite0'.*timm:<name>"):
-        create_backbone("efficientnet_lite9")
+        create_backbone("efficientnet_lit0")
     with pytest.raises(SftuneError, match="timm has no architecture"):
         create_backbone("timm:not_a_model_at_all")

@@ -157,7 +157,7 @@ class RunFolder:
     def open(cls, out: str | Path, resume: bool = False, overwrite: bool = False) -> "RunFolder":
         final = Path(out).expanduser().absolute()
         work = partial_dir(final)
-        if _global_rank() != 0:
+        if global_rank() != 0:
             # Extra DDP/torchrun processes re-run the command: they share rank 0's folder, write nothing.
             return cls(final, work, is_writer=False)
         if resume:
@@ -210,7 +210,8 @@ class RunFolder:
         return self.final
 
 
-def _global_rank() -> int:
+def global_rank() -> int:
+    """This process's rank in a distributed run, from the launcher's environment (0 when alone)."""
     for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
         if os.environ.get(var, "").isdigit() and int(os.environ[var]) != 0:
             return int(os.environ[var])

@@ -173,6 +173,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     field = ".".join(loc) or "(root)"
+    if not field.isprintable():  # keep the message on one line whatever the key holds
+        field = repr(field)[1:-1]
     if err["type"] == "extra_forbidden":
         section = _section_model(loc[:-1])
         known = list(section.model_fields) if section else []

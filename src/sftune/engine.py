@@ -51,6 +51,8 @@ def run_training(
     from .tasks import ImageClassifier
 
     started = time.time()
+    if B.global_rank() != 0:
+        log = _silent  # every process of a distributed run executes this; one of them talks
     if resume:
         config = _resumed_config(Path(out), config)
     if not config.data.path:
@@ -99,26 +101,12 @@ def run_training(
         callbacks: list[Any] = [checkpoint, last]
         if config.train.patience > 0:
             callbacks.append(EarlyStopping(monitor=config.train.monitor, mode=monitor_mode, patience=config.train.patience))
-        t = config.trainer
+        if resume:
+            _keep_previous_log(run.work / "logs")
         quiet = _quiet_lightning()
         quiet.__enter__()
-        trainer = L.Trainer(
-            max_epochs=config.train.epochs,
-            min_epochs=strategy.min_epochs(),
-            accelerator=t.accelerator,
-            devices=t.devices,
-            num_nodes=t.num_nodes,
-            strategy=t.distributed,
-            precision=t.precision,
-            deterministic=t.deterministic,
-            callbacks=callbacks,
-            logger=CSVLogger(run.work, name="logs", version=""),
-            enable_progress_bar=t.progress_bar,
-            enable_model_summary=False,
-            log_every_n_steps=1,
-            num_sanity_val_steps=0,
-        )
         try:
+            trainer = _make_trainer(config, strategy.min_epochs(), callbacks, CSVLogger(run.work, name="logs", version=""))
             trainer.fit(task, datamodule=datamodule, ckpt_path=run.last_checkpoint if resume else None, weights_only=True)
         finally:
             quiet.__exit__(None, None, None)
@@ -146,7 +134,7 @@ def run_training(
         metrics.update(
             best_epoch=best_epoch, epochs_run=trainer.current_epoch,
             seconds=round(time.time() - started, 1), skipped_files=len(data.skipped),
-            history=_history(run.work / "logs" / "metrics.csv"),
+            history=_history(run.work / "logs"),
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
         final = run.commit()
@@ -156,6 +144,41 @@ def run_training(
         raise
     finally:
         run.release()
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logger: Any):
+    """The Lightning Trainer; hardware/scale-out settings it rejects become one-line errors."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    t = config.trainer
+    try:
+        return L.Trainer(
+            max_epochs=config.train.epochs,
+            min_epochs=min_epochs,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.distributed,  # Lightning's "strategy" = how devices cooperate; ours is the fine-tuning one
+            precision=t.precision,
+            deterministic=t.deterministic,
+            callbacks=callbacks,
+            logger=logger,
+            enable_progress_bar=t.progress_bar,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+        )
+    except (ValueError, TypeError, ImportError, RuntimeError, MisconfigurationException) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SftuneError(
+            f"trainer settings rejected (trainer.accelerator={t.accelerator!r}, trainer.devices={t.devices!r}, "
+            f"trainer.distributed={t.distributed!r}, trainer.precision={t.precision!r}): {first}"
+        ) from None
 
 
 def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
@@ -220,20 +243,32 @@ def _best_epoch(checkpoint) -> int | None:
     return int(torch.load(best, map_location="cpu", weights_only=True).get("epoch", -1))
 
 
-def _history(csv_path: Path) -> list[dict[str, float]]:
-    """Per-epoch rows of the CSV log (validation metrics and epoch-mean train loss)."""
-    if not csv_path.is_file():
-        return []
+def _keep_previous_log(log_dir: Path) -> None:
+    """Lightning's CSVLogger truncates metrics.csv on start; keep an interrupted run's rows."""
+    current = log_dir / "metrics.csv"
+    if current.is_file():
+        n = len(list(log_dir.glob("metrics-*.csv")))
+        current.rename(log_dir / f"metrics-{n}.csv")
+
+
+def _history(log_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch rows of the CSV logs (validation metrics and epoch-mean train loss).
+
+    Logs of earlier, interrupted attempts (metrics-<n>.csv) are read first so the
+    resumed attempt's rows win for any epoch that was run twice.
+    """
+    files = sorted(log_dir.glob("metrics-*.csv"), key=lambda p: int(p.stem.split("-")[1])) + [log_dir / "metrics.csv"]
     by_epoch: dict[int, dict[str, float]] = {}
-    with csv_path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"]))
-            entry = by_epoch.setdefault(epoch, {"epoch": epoch})
-            for key, value in row.items():
-                if value and key not in ("epoch", "step") and not key.endswith("_step"):
-                    entry[key.removesuffix("_epoch")] = float(value)
+    for csv_path in (f for f in files if f.is_file()):
+        with csv_path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"]))
+                entry = by_epoch.setdefault(epoch, {"epoch": epoch})
+                for key, value in row.items():
+                    if value and key not in ("epoch", "step") and not key.endswith("_step"):
+                        entry[key.removesuffix("_epoch")] = float(value)
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -253,6 +288,7 @@ class _quiet_lightning:
             ".*module\\(s\\) in eval mode.*",  # our frozen BatchNorm layers, on purpose
             ".*LeafSpec.*",
             ".*litlogger.*",
+            ".*sync_dist=True.*",  # val metrics are already synced by torchmetrics; train loss is rank 0's
         ):
             warnings.filterwarnings("ignore", message=message)
 

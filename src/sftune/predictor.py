@@ -88,7 +88,7 @@ class FineTunedModel:
                 f"evaluation data has classes the model was not trained on: {', '.join(unknown)}; "
                 f"it knows: {', '.join(self.classes)}"
             )
-        metrics = classification_metrics(len(self.classes))
+        metrics = classification_metrics(len(self.classes), sync=False)
         loss_sum, n = 0.0, 0
         for logits, labels in self.logits(samples, batch_size, num_workers):
             metrics.update(logits, labels)

@@ -100,11 +100,6 @@ def test_16bit_png_values_scale_to_0_255(tmp_path):
     assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
 
 
-@pytest.mark.xfail(
-    reason="BUG: to_rgb only rescales 16-bit images whose max > 255, so a dark I;16 image "
-    "(all values <= 255 of 65535) is read as 8-bit and comes out up to 255x too bright",
-    strict=True,
-)
 def test_dark_16bit_png_is_scaled_like_any_16bit_png(tmp_path):
     path = tmp_path / "dark16.png"
     Image.fromarray(np.array([[0, 128, 255]], dtype=np.uint16)).save(path)
@@ -286,11 +281,6 @@ def test_pil_limit_matches_module_limit():
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-@pytest.mark.xfail(
-    reason="BUG: load_rgb enforces PIL's global Image.MAX_IMAGE_PIXELS (copied once at import), "
-    "not sftune.data.images.MAX_PIXELS, so the scan and the loader can disagree on the limit",
-    strict=True,
-)
 def test_loader_honours_module_pixel_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 100)
     path = tmp_path / "big.png"

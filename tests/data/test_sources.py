@@ -228,11 +228,6 @@ def test_csv_unknown_split_value(tmp_path):
         find_labeled_images(manifest)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a CSV row with more fields than the header makes csv.DictReader store a list under "
-    "key None; read_manifest calls .strip() on it -> AttributeError instead of SftuneError",
-    strict=True,
-)
 def test_csv_row_with_extra_fields_is_a_user_error(tmp_path):
     root = tmp_path / "project"
     images = _small(root, "imgs", classes=(0, 1), per_class=3)

@@ -10,6 +10,7 @@ path: the prefix says which it is.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -106,7 +107,9 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if suffix not in (".pth", ".pt", ".bin", ".ckpt"):
         raise SftuneError(f"{path}: unknown weight format '{suffix}'; use .safetensors or a .pth/.pt state dict")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise before our one-line error
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
         raise SftuneError(

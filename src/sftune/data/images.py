@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,17 @@ def is_image_file(path: Path) -> bool:
 
 def to_rgb(im: Image.Image) -> Image.Image:
     im = ImageOps.exif_transpose(im) or im
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        # 16-bit sources span 0..65535; scale to 0..255 (1/257 maps 65535 -> 255 exactly).
-        if arr.max(initial=0) > 255:
-            arr = arr / 257.0
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit sources span 0..65535 whatever their content; 1/257 maps 65535 -> 255 exactly.
+        arr = np.asarray(im, dtype=np.float64) / 257.0
         im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    elif im.mode in ("I", "F"):
+        # 32-bit int / float: the range is unknown; rescale only values that do not fit 8 bits.
+        arr = np.asarray(im, dtype=np.float64)
+        if arr.max(initial=0) > 255:
+            arr = arr * (255.0 / arr.max())
+        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
@@ -43,11 +46,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            im.seek(0)
-            return to_rgb(im)
+    with Image.open(path) as im:
+        if im.width * im.height > MAX_PIXELS:  # the same limit inspect_image applies
+            raise Image.DecompressionBombError(f"{path}: {im.width}x{im.height} px is over the limit of {MAX_PIXELS:,} px")
+        im.seek(0)
+        return to_rgb(im)
 
 
 def inspect_image(path: Path) -> tuple[str | None, str | None]:
@@ -63,19 +66,16 @@ def inspect_image(path: Path) -> tuple[str | None, str | None]:
     if not data:
         return None, "empty file (0 bytes)"
     digest = hashlib.sha256(data).hexdigest()
+    # Size is checked from the header before decoding (no warnings filter: this runs on many threads).
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    return None, f"too large ({w}x{h} px, limit {MAX_PIXELS:,} px)"
-                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-                im.load()
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                return None, f"too large ({w}x{h} px, limit {MAX_PIXELS:,} px); resize it or remove it"
+            im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+            im.load()
     except Image.DecompressionBombError as e:
         return None, f"refused as a decompression bomb ({e})"
-    except Image.DecompressionBombWarning:
-        return None, "too large (decompression bomb limit)"
     except Exception as e:  # PIL raises many types for broken files
         return None, f"not a readable image ({type(e).__name__}: {str(e)[:80]})"
     return digest, None

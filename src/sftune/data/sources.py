@@ -100,6 +100,11 @@ def read_manifest(path: Path) -> tuple[list[Sample], list[Sample] | None]:
     val: list[Sample] = []
     has_split = "split" in header
     for line_no, row in enumerate(rows, start=2):
+        if None in row:  # csv.DictReader puts fields beyond the header in a list under None
+            raise SftuneError(
+                f"manifest '{path}' line {line_no}: {len(header) + len(row[None])} fields but the header names "
+                f"{len(header)} ({', '.join(header)}); quote values that contain '{delimiter}'"
+            )
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if not row["path"] or not row["label"]:
             raise SftuneError(f"manifest '{path}' line {line_no}: empty path or label")
