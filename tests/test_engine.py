@@ -190,3 +190,17 @@ def test_csv_manifest(digits_dir, tmp_path):
     (tmp_path / "imgs" / "manifest.csv").write_text("\n".join(rows) + "\n")
     run = tiny_run(tmp_path / "imgs" / "manifest.csv", tmp_path / "run", train__epochs=1)
     assert sftune.load(run.path).classes == ["digit-0", "digit-1", "digit-2"]
+
+
+def test_bf16_mixed_precision_on_cpu(digits_dir, tmp_path):
+    run = tiny_run(digits_dir, tmp_path / "bf16", strategy="full", train__epochs=1, trainer__precision="bf16-mixed")
+    assert 0.0 <= run.metrics["acc"] <= 1.0 and run.metrics["loss"] == run.metrics["loss"]  # finite, not NaN
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_on_gpu(digits_dir, tmp_path):
+    run = tiny_run(digits_dir, tmp_path / "gpu", strategy="full", train__epochs=2, trainer__precision="bf16-mixed",
+                   trainer__accelerator="gpu", trainer__devices=1)
+    assert json.loads((run.path / B.LINEAGE).read_text())["host"]["cuda"] is True
+    assert sftune.load(run.path, device="cuda").evaluate(digits_dir)["n"] == 90

@@ -10,6 +10,8 @@ path: the prefix says which it is.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import warnings
 from pathlib import Path
 
@@ -54,15 +56,49 @@ def _from_timm(timm_name: str, pretrained: bool) -> Backbone:
     import timm
 
     _check_timm_name(timm_name)
-    try:
-        model = timm.create_model(timm_name, pretrained=pretrained)
-    except Exception as e:  # network / hub errors come in many types; keep the first line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise SftuneError(
-            f"could not fetch pretrained weights for 'timm:{timm_name}' ({type(e).__name__}: {first}); "
-            f"without internet use an offline zoo model (sftune models) or file:<path to weights>"
-        ) from None
+    if not pretrained:
+        return Backbone(timm.create_model(timm_name, pretrained=False), arch=timm_name, source=f"timm:{timm_name}")
+    with _hub_access() as hub:
+        try:
+            model = timm.create_model(timm_name, pretrained=True)
+        except Exception as e:  # network / hub errors come in many types; keep the first line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            reason = f"{hub} is unreachable and they are not in the local cache" if hub else f"{type(e).__name__}: {first}"
+            raise SftuneError(
+                f"could not get pretrained weights for 'timm:{timm_name}' ({reason}); "
+                f"without internet use an offline zoo model (sftune models) or file:<path to weights>"
+            ) from None
     return Backbone(model, arch=timm_name, source=f"timm:{timm_name}")
+
+
+@contextlib.contextmanager
+def _hub_access():
+    """Probe the hub once (3 s) instead of letting huggingface_hub retry for a minute.
+
+    Unreachable: switch the hub client to offline mode for this load, so weights
+    already in the local cache still load; yields the unreachable host (or None).
+    """
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        yield None
+        return
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        reachable = True
+    except Exception:
+        reachable = False
+    if reachable:
+        yield None
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield host
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def _check_timm_name(timm_name: str) -> None:
