@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from . import __version__
 from . import bundle as B
@@ -23,6 +26,7 @@ from .config import RunConfig, dump_yaml, load_yaml, validate
 from .data import ImageClassificationData, build_transforms, find_labeled_images
 from .errors import SftuneError
 from .strategies import create_strategy
+from .tasks import ImageClassifier
 
 # Settings that may change when continuing a run; anything else must match the saved config.
 RESUMABLE_CHANGES = ("train.epochs", "train.patience", "trainer.")
@@ -44,12 +48,6 @@ def run_training(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from .tasks import ImageClassifier
-
     started = time.time()
     if B.global_rank() != 0:
         log = _silent  # every process of a distributed run executes this; one of them talks
@@ -98,7 +96,7 @@ def run_training(
         # A separate unmonitored callback rewrites last.ckpt after every epoch: Lightning 2.6's
         # save_last only writes when a new best is saved, which would make --resume lose epochs.
         last = ModelCheckpoint(dirpath=run.work / B.CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
-        callbacks: list[Any] = [checkpoint, last]
+        callbacks: list[Any] = [checkpoint, last, _ElapsedTime(started)]
         if config.train.patience > 0:
             callbacks.append(EarlyStopping(monitor=config.train.monitor, mode=monitor_mode, patience=config.train.patience))
         if resume:
@@ -146,13 +144,24 @@ def run_training(
         run.release()
 
 
+class _ElapsedTime(L.Callback):
+    """Logs ``time/elapsed_s`` (seconds since the run started) with each epoch's val metrics,
+    so metrics.json's history shows time-to-accuracy."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("time/elapsed_s", float(time.time() - self.started))
+
+
 def _silent(message: str) -> None:
     pass
 
 
 def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logger: Any):
     """The Lightning Trainer; hardware/scale-out settings it rejects become one-line errors."""
-    import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     t = config.trainer
