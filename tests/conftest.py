@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm/HF must never try the hub from tests
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# Feature caches of the tests go to a fresh folder, never the user's ~/.cache/sftune.
+os.environ["SFTUNE_CACHE"] = tempfile.mkdtemp(prefix="sftune-test-cache-")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HYMENOPTERA = SHARED_DATA / "hymenoptera_data"

@@ -131,7 +131,7 @@ def test_timm_pretrained_offline_is_one_clear_line(tmp_path, digits_dir):
     started = time.monotonic()
     result = train(digits_dir, tmp_path / "run", "--model", "timm:resnet50", "--epochs", "1", "--no-progress")
     elapsed = time.monotonic() - started
-    line = assert_user_error(result, "timm:resnet50", "could not fetch pretrained weights")
+    line = assert_user_error(result, "timm:resnet50", "could not get pretrained weights")
     assert "file:" in line and "sftune models" in line  # says what to do offline
     assert elapsed < 30, f"took {elapsed:.0f} s: looks like it waited on the network"
 

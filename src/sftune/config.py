@@ -30,6 +30,9 @@ class DataConfig(_Section):
     color_jitter: float = Field(0.4, ge=0, description="colour jitter strength for training (0 = off)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: min(4, CPU cores))")
     strict: bool = Field(False, description="fail on unreadable images instead of skipping them")
+    feature_cache: bool = Field(True, description="frozen backbone: compute features once (cached on disk), train the head on them")
+    feature_views: int = Field(0, ge=0, le=64, description="extra augmented views per training image in the feature cache")
+    feature_precision: Literal["32", "bf16"] = Field("32", description="precision of cached feature extraction (bf16: faster where supported)")
 
     @field_validator("crop_scale")
     @classmethod

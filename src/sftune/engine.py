@@ -23,7 +23,9 @@ from . import __version__
 from . import bundle as B
 from .backbones import create_backbone
 from .config import RunConfig, dump_yaml, load_yaml, validate
-from .data import ImageClassificationData, build_transforms, find_labeled_images
+from .data import FeatureData, ImageClassificationData, build_transforms, find_labeled_images
+from .data.datamodule import default_workers
+from .data.feature_cache import cached_features, weights_hash
 from .errors import SftuneError
 from .strategies import create_strategy
 from .tasks import ImageClassifier
@@ -76,9 +78,6 @@ def run_training(
 
         # 3. Data pipeline and model.
         train_tf, eval_tf = build_transforms(backbone.data_config(config.data.image_size), config.data)
-        datamodule = ImageClassificationData(
-            data.train, data.val, data.classes, train_tf, eval_tf, config.train.batch_size, config.data.num_workers
-        )
         task = ImageClassifier(backbone, len(data.classes), strategy, config.train, config.model.drop_rate)
         total = sum(p.numel() for p in task.parameters())
         log(
@@ -86,6 +85,14 @@ def run_training(
             f"({data.split['method']} split) | model: {config.model.name} ({backbone.arch}) | "
             f"strategy: {strategy.name}, {task.trainable_parameters():,} of {total:,} parameters train, lr {task.lr:g}"
         )
+        workers = default_workers() if config.data.num_workers is None else config.data.num_workers
+        if config.data.feature_cache and task.backbone_always_frozen():
+            datamodule = _feature_data(backbone, data, train_tf, eval_tf, config, workers, log)
+            task.inputs_are_features = True
+        else:
+            datamodule = ImageClassificationData(
+                data.train, data.val, data.classes, train_tf, eval_tf, config.train.batch_size, workers, config.train.seed
+            )
 
         # 4. Lightning does the loop: checkpoints, early stopping, devices, precision.
         monitor_mode = "min" if config.train.monitor == "val/loss" else "max"
@@ -101,6 +108,8 @@ def run_training(
             callbacks.append(EarlyStopping(monitor=config.train.monitor, mode=monitor_mode, patience=config.train.patience))
         if resume:
             _keep_previous_log(run.work / "logs")
+        # Re-seed: the same run draws the same numbers whether its features came from the cache or not.
+        L.seed_everything(config.train.seed, workers=True, verbose=False)
         quiet = _quiet_lightning()
         quiet.__enter__()
         try:
@@ -127,8 +136,7 @@ def run_training(
 
         from .predictor import load
 
-        metrics = load(run.work).evaluate(data.val, batch_size=config.train.batch_size,
-                                          num_workers=datamodule.num_workers)
+        metrics = load(run.work).evaluate(data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
         metrics.update(
             best_epoch=best_epoch, epochs_run=trainer.current_epoch,
             seconds=round(time.time() - started, 1), skipped_files=len(data.skipped),
@@ -156,6 +164,33 @@ class _ElapsedTime(L.Callback):
             pl_module.log("time/elapsed_s", float(time.time() - self.started))
 
 
+def _feature_data(backbone, data, train_tf, eval_tf, config: RunConfig, workers: int, log: Callable[[str], None]) -> FeatureData:
+    """The frozen backbone runs once per image (or comes from the on-disk cache)."""
+    started = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() and config.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu")
+    model_hash = weights_hash(backbone)
+    common = dict(batch_size=max(64, config.train.batch_size), num_workers=workers, device=device,
+                  precision=config.data.feature_precision)
+    index = data.class_to_idx
+
+    def features(samples, transform, views=0):
+        digests = [data.digests[s.path] for s in samples]
+        return cached_features(backbone, model_hash, samples, digests, transform, views=views, seed=config.train.seed, **common)
+
+    train_x, hit_train = features(data.train, eval_tf)
+    train_y = torch.tensor([index[s.label] for s in data.train])
+    val_x, hit_val = features(data.val, eval_tf)
+    val_y = torch.tensor([index[s.label] for s in data.val])
+    hits = [hit_train, hit_val]
+    if config.data.feature_views:
+        views_x, hit_views = features(data.train, train_tf, views=config.data.feature_views)
+        train_x, train_y = torch.cat([train_x, views_x]), torch.cat([train_y, train_y.repeat(config.data.feature_views)])
+        hits.append(hit_views)
+    source = "all from the cache" if all(hits) else f"{time.time() - started:.1f} s"
+    log(f"features: frozen backbone run once over {len(data.train) + len(data.val)} images ({source}); the head trains on them")
+    return FeatureData(train_x, train_y, val_x, val_y, config.train.batch_size, config.train.seed)
+
+
 def _silent(message: str) -> None:
     pass
 
@@ -181,6 +216,7 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
             enable_model_summary=False,
             log_every_n_steps=1,
             num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # our samplers shard by rank themselves (data/datamodule.py)
         )
     except (ValueError, TypeError, ImportError, RuntimeError, MisconfigurationException) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

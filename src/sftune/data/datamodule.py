@@ -1,50 +1,131 @@
-"""Datasets and the LightningDataModule for image classification."""
+"""Datasets, samplers and the LightningDataModules.
+
+Randomness here is *stateless*: the training order of an epoch depends only on
+``(seed, epoch)``, and the augmentation of sample ``i`` in epoch ``e`` only on
+``(seed, epoch, i)``. So results do not depend on worker count, prefetching or
+persistent workers, and a run resumed at epoch k continues exactly as the
+uninterrupted run would have (Lightning creates the first iterator of a resumed
+fit before any epoch hook runs, so RNG state restored in a hook comes too late).
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+import random
+from typing import Callable, Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from ..errors import SftuneError
 from .images import load_rgb
 from .sources import Sample
 
 
-class ImageDataset(Dataset):
-    """``(image tensor (3, H, W), class index)`` pairs; label -1 when unlabeled."""
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from small integers (splitmix-style, so neighbours are unrelated)."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (p + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2))) & 0xFFFFFFFFFFFFFFFF
+        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return x >> 1
 
-    def __init__(self, samples: list[Sample] | list, class_to_idx: dict[str, int], transform: Callable) -> None:
+
+class ImageDataset(Dataset):
+    """``(image tensor (3, H, W), class index)`` pairs; label -1 when the class is unknown.
+
+    Indexed with an int (evaluation) or with ``(index, epoch)`` from
+    :class:`EpochShuffle` (training), which seeds the augmentation per sample.
+    """
+
+    def __init__(self, samples: list[Sample], class_to_idx: dict[str, int], transform: Callable, seed: int = 0) -> None:
         self.samples = samples
         self.class_to_idx = class_to_idx
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        if isinstance(key, tuple):
+            index, epoch = key
+            sample_seed = _mix(self.seed, epoch, index)
+            random.seed(sample_seed)  # timm's RandomResizedCrop draws from `random`
+            torch.manual_seed(sample_seed)  # torchvision's flips / colour jitter draw from torch
+        else:
+            index = key
         sample = self.samples[index]
-        path = getattr(sample, "path", sample)
         try:
-            image = load_rgb(path)
+            image = load_rgb(sample.path)
         except Exception as e:
-            raise SftuneError(f"{path}: could not be read during training ({type(e).__name__}: {e})") from None
-        label = self.class_to_idx.get(sample.label, -1) if hasattr(sample, "label") else -1
-        return self.transform(image), label
+            raise SftuneError(f"{sample.path}: could not be read during training ({type(e).__name__}: {e})") from None
+        return self.transform(image), self.class_to_idx.get(sample.label, -1)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class EpochShuffle(Sampler):
+    """Yields ``(index, epoch)``: a random order depending only on (seed, epoch), split across ranks.
+
+    Lightning calls :meth:`set_epoch` before each epoch; under DDP each rank takes
+    every world_size-th index of the same permutation (padded to equal length, as
+    torch's DistributedSampler does), so the ranks see disjoint shards.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard_len(self) -> int:
+        _, world = _rank_and_world()
+        return -(-self.size // world)  # ceil
+
+    def __len__(self) -> int:
+        return self._shard_len()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rank, world = _rank_and_world()
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator).tolist()
+        total = self._shard_len() * world
+        order += order[: total - len(order)]  # pad so every rank gets the same number of steps
+        return iter([(i, self.epoch) for i in order[rank:total:world]])
+
+
+class Shard(Sampler):
+    """In-order indices of this rank's share (``rank::world``) for evaluation."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        rank, world = _rank_and_world()
+        return len(range(rank, self.size, world))
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = _rank_and_world()
+        return iter(range(rank, self.size, world))
 
 
 def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
@@ -52,7 +133,33 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bo
     )
 
 
-class ImageClassificationData(L.LightningDataModule):
+class _EpochAware(L.LightningDataModule):
+    """Builds the train loader with an :class:`EpochShuffle` already set to the trainer's epoch.
+
+    Lightning creates the first train iterator of a fit (and of a resumed fit) before it
+    calls ``set_epoch``, so the sampler must start at the restored epoch itself.
+    """
+
+    train_set: Dataset
+    val_set: Dataset
+    batch_size: int
+    num_workers: int
+    seed: int
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochShuffle(len(self.train_set), self.seed)
+        trainer = getattr(self, "trainer", None)
+        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        return make_loader(self.train_set, self.batch_size, self.num_workers, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.val_set, self.val_batch_size(), self.num_workers, Shard(len(self.val_set)))
+
+    def val_batch_size(self) -> int:
+        return self.batch_size
+
+
+class ImageClassificationData(_EpochAware):
     def __init__(
         self,
         train: list[Sample],
@@ -62,16 +169,35 @@ class ImageClassificationData(L.LightningDataModule):
         eval_transform: Callable,
         batch_size: int,
         num_workers: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         class_to_idx = {c: i for i, c in enumerate(classes)}
-        self.train_set = ImageDataset(train, class_to_idx, train_transform)
+        self.train_set = ImageDataset(train, class_to_idx, train_transform, seed)
         self.val_set = ImageDataset(val, class_to_idx, eval_transform)
         self.batch_size = batch_size
         self.num_workers = default_workers() if num_workers is None else num_workers
+        self.seed = seed
 
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.batch_size, self.num_workers, shuffle=False)
+class _IndexedTensors(TensorDataset):
+    """A TensorDataset that also accepts :class:`EpochShuffle`'s ``(index, epoch)`` keys."""
+
+    def __getitem__(self, key: int | tuple[int, int]):  # type: ignore[override]
+        return super().__getitem__(key[0] if isinstance(key, tuple) else key)
+
+
+class FeatureData(_EpochAware):
+    """Cached backbone features ``(N, F)`` with class indices, for a head trained alone."""
+
+    def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                 batch_size: int, seed: int = 0) -> None:
+        super().__init__()
+        self.train_set = _IndexedTensors(train_x, train_y)
+        self.val_set = _IndexedTensors(val_x, val_y)
+        self.batch_size = batch_size
+        self.num_workers = 0  # tensors already in memory: worker processes would only add start-up time
+        self.seed = seed
+
+    def val_batch_size(self) -> int:
+        return max(self.batch_size, 256)

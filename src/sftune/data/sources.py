@@ -42,6 +42,7 @@ class LabeledImages:
     split: dict = field(default_factory=dict)  # how val was obtained (recorded in the bundle)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     fingerprint: str = ""  # sha256 over (label, file content) of every sample
+    digests: dict[Path, str] = field(default_factory=dict)  # sha256 of each file's content
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -206,7 +207,8 @@ def find_labeled_images(
         )
     split["val_files"] = sorted(_relative(s.path, root) for s in val)
     fingerprint = _fingerprint([(s.label, digests[s.path]) for s in train + val])
-    return LabeledImages(train=train, val=val, classes=classes, split=split, skipped=skipped, fingerprint=fingerprint)
+    return LabeledImages(train=train, val=val, classes=classes, split=split, skipped=skipped, fingerprint=fingerprint,
+                         digests=digests)
 
 
 def _read_source(root: Path, allow_nested: bool = True) -> tuple[list[Sample], list[Sample] | None]:

@@ -31,11 +31,14 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = classification_metrics(num_classes)
         self.groups: list[ParamGroup] = strategy.param_groups(self)
         self._backbone_frozen = False
+        self.inputs_are_features = False  # True: batches hold cached backbone features (B, F), not images
         self.apply_trainability(epoch=0)
 
     # ------------------------------------------------------------------ model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.inputs_are_features:
+            return self.head(images)  # (B, F) -> (B, num_classes)
         if self._backbone_frozen:
             with torch.no_grad():  # no activations kept for a backbone that does not train
                 features = self.backbone(images)
@@ -66,14 +69,21 @@ class ImageClassifier(L.LightningModule):
                         m.eval()  # a BN layer that doesn't train keeps its running statistics
         return self
 
-    def on_fit_start(self) -> None:
-        self.apply_trainability(self.current_epoch)
+    def on_train_start(self) -> None:
+        # Runs once, after a checkpoint was restored. Lightning skips on_train_epoch_start for
+        # the first epoch after resuming from an end-of-epoch checkpoint, so it is done here too.
+        self.on_train_epoch_start()
 
     def on_train_epoch_start(self) -> None:
         self.apply_trainability(self.current_epoch)
-        if getattr(self, "_pending_rng", None) is not None:
-            rng.restore(self._pending_rng)
-            self._pending_rng = None
+        # Each epoch's random numbers (augmentation, dropout, worker seeds) depend only on
+        # (seed, epoch), so a run resumed at epoch k continues exactly as if never stopped.
+        rng.seed_all(self.train_cfg.seed * 100_003 + 7919 * self.current_epoch)
+
+    def backbone_always_frozen(self) -> bool:
+        """No backbone parameter trains at any epoch: its features can be computed once."""
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        return not any(id(p) in backbone_ids for g in self.groups for p in g.params)
 
     def trainable_parameters(self) -> int:
         """Parameters that train at any point of the run."""
@@ -131,7 +141,6 @@ class ImageClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sftune_groups"] = self._group_layout()
-        checkpoint["sftune_rng"] = rng.capture()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("sftune_groups")
@@ -140,8 +149,6 @@ class ImageClassifier(L.LightningModule):
                 "checkpoint was written by a different strategy or model (param groups differ); "
                 "resume with the run's own config.yaml or start a new --out"
             )
-        # Restored when the next epoch starts, so shuffling/augmentation continue as if never stopped.
-        self._pending_rng = checkpoint.get("sftune_rng")
 
     def _group_layout(self) -> list[list[Any]]:
         return [[g.name, g.start_epoch, float(g.lr_scale), sum(p.numel() for p in g.params)] for g in self.groups]
