@@ -81,6 +81,7 @@ class TrainerConfig(_Section):
     distributed: str = Field("auto", description="Lightning distributed strategy: auto, ddp, ddp_spawn, fsdp")
     precision: str = Field("32-true", description="32-true, bf16-mixed, 16-mixed, bf16-true")
     deterministic: bool = Field(False, description="force deterministic kernels (slower on GPU)")
+    channels_last: bool = Field(True, description="NHWC memory layout for convolutions (faster on CPU and GPU)")
     progress_bar: bool = True
 
     @field_validator("precision")

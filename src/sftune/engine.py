@@ -79,6 +79,7 @@ def run_training(
         # 3. Data pipeline and model.
         train_tf, eval_tf = build_transforms(backbone.data_config(config.data.image_size), config.data)
         task = ImageClassifier(backbone, len(data.classes), strategy, config.train, config.model.drop_rate)
+        task.channels_last = config.trainer.channels_last
         total = sum(p.numel() for p in task.parameters())
         log(
             f"data: {len(data.train)} train / {len(data.val)} val images, {len(data.classes)} classes "
