@@ -168,6 +168,32 @@ def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, wa
     return row
 
 
+def run_plain(data: Path, quick: bool, work: Path) -> dict:
+    """bench/plain_loop.py: the framework-free training-throughput baseline (batch 32, channels_last)."""
+    cmd = [sys.executable, str(ROOT / "bench" / "plain_loop.py"), "--data", str(data), "--seed", str(SEED),
+           "--epochs", "2" if quick else "3"]
+    rc, wall, rss, stdout = run_measured(cmd, work / "plain-loop.log")
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    return {**json.loads(lines[-1]), "wall_s": wall, "peak_rss_mib": rss} if rc == 0 and lines else {"error": f"exit {rc}"}
+
+
+def train_throughput(row: Row) -> float | None:
+    """Images/s over training batches only (``time/train_s``), epoch 0 excluded as warm-up like the plain loop."""
+    times = [h["time/train_s"] for h in row.history if h.get("time/train_s")]
+    steady = times[1:] or times
+    return row.train_images * len(steady) / sum(steady) if steady else None
+
+
+def throughput_table(plain: dict, full: Row) -> str:
+    ours = train_throughput(full) if full.ok else None
+    lines = ["| loop (full fine-tune, batch 32, channels_last) | training images/s | ratio |", "|---|---|---|"]
+    base = plain.get("train_img_s")
+    lines.append(f"| plain PyTorch loop (bench/plain_loop.py) | {base if base else plain.get('error')} | 1.00x |")
+    ratio = f"{ours / base:.2f}x" if ours and base else "—"
+    lines.append(f"| sftune full (Lightning engine) | {ours:.1f} | {ratio} |" if ours else "| sftune full | — | — |")
+    return "\n".join(lines)
+
+
 def bench_dataset(data: Path, args: argparse.Namespace, work: Path) -> list[Row]:
     work.mkdir(parents=True, exist_ok=True)
     print(f"running on {data} (logs in {work}) ...", file=sys.stderr, flush=True)
@@ -178,6 +204,7 @@ def bench_dataset(data: Path, args: argparse.Namespace, work: Path) -> list[Row]
         finetune = run_peer(data, "finetune", args.quick, work)
         rows += [finetune] + [run_sftune(data, s, finetune, args.quick, work)
                               for s in ("freeze_unfreeze", "full")]
+        args.plain = run_plain(data, args.quick, work)
     return rows
 
 
@@ -256,6 +283,10 @@ def main() -> int:
             failed |= not all(r.ok for r in rows)
             print(f"### {data.name}\n\n{table(rows)}\n", flush=True)
             results[str(data)] = [asdict(r) for r in rows]
+            full = next((r for r in rows if r.mode == "full"), None)
+            if full is not None and getattr(args, "plain", None):
+                print(f"{throughput_table(args.plain, full)}\n", flush=True)
+                results[str(data) + " throughput"] = [args.plain, {"sftune_full_train_img_s": train_throughput(full)}]
     finally:
         if args.runs_dir is None:
             shutil.rmtree(runs_dir, ignore_errors=True)

@@ -160,37 +160,53 @@ class RunFolder:
         if global_rank() != 0:
             # Extra DDP/torchrun processes re-run the command: they share rank 0's folder, write nothing.
             return cls(final, work, is_writer=False)
-        if resume:
-            if not (work / CHECKPOINTS / "last.ckpt").is_file():
-                done = " it already finished" if is_bundle(final) else " no checkpoint was found"
-                raise SftuneError(f"cannot resume '{final}':{done} ({work / CHECKPOINTS / 'last.ckpt'})")
-        else:
-            if final.exists() and not overwrite:
-                raise SftuneError(f"output folder '{final}' already exists; pass --overwrite or choose another --out")
-            if work.exists():
-                raise SftuneError(
-                    f"an unfinished run is in '{work}'; continue it with --resume, or delete that folder to start over"
-                )
-        work.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
         folder = cls(final, work, is_writer=True)
-        folder._lock()
+        folder._lock()  # first, so two processes cannot both pass the checks below
+        try:
+            if resume:
+                if not (work / CHECKPOINTS / "last.ckpt").is_file():
+                    done = " it already finished" if is_bundle(final) else " no checkpoint was found"
+                    raise SftuneError(f"cannot resume '{final}':{done} ({work / CHECKPOINTS / 'last.ckpt'})")
+            else:
+                if final.exists() and not overwrite:
+                    raise SftuneError(f"output folder '{final}' already exists; pass --overwrite or choose another --out")
+                if work.exists():
+                    raise SftuneError(
+                        f"an unfinished run is in '{work}'; continue it with --resume, or delete that folder to start over"
+                    )
+            work.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            folder.release()
+            raise
         return folder
 
+    @property
+    def _lock_path(self) -> Path:
+        return self.final.parent / f".{self.final.name}.lock"
+
     def _lock(self) -> None:
-        lock_path = self.final.parent / f".{self.final.name}.lock"
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SftuneError(f"another sftune process is writing '{self.final}'; wait for it or choose another --out") from None
-        self._lock_fd = fd
+        while True:
+            fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise SftuneError(f"another sftune process is writing '{self.final}'; wait for it or choose another --out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self._lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fd = fd
+                return
+            os.close(fd)  # the holder released and removed the file meanwhile: lock the new one
 
     def release(self) -> None:
         if self._lock_fd is not None:
+            self._lock_path.unlink(missing_ok=True)  # while still locked, so no one holds a removed file
             os.close(self._lock_fd)
             self._lock_fd = None
-            (self.final.parent / f".{self.final.name}.lock").unlink(missing_ok=True)
 
     def discard_if_empty(self) -> None:
         """Remove the work folder when a run failed before writing any checkpoint."""

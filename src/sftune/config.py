@@ -30,6 +30,7 @@ class DataConfig(_Section):
     color_jitter: float = Field(0.4, ge=0, description="colour jitter strength for training (0 = off)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: min(4, CPU cores))")
     strict: bool = Field(False, description="fail on unreadable images instead of skipping them")
+    decode_cache: bool = Field(True, description="training on images for several epochs: decode and resize each image once (memory-mapped)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once (cached on disk), train the head on them")
     feature_views: int = Field(0, ge=0, le=64, description="extra augmented views per training image in the feature cache")
     feature_precision: Literal["32", "bf16"] = Field("32", description="precision of cached feature extraction (bf16: faster where supported)")
@@ -67,6 +68,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.05, ge=0, description="AdamW decoupled weight decay; never applied to norms/biases")
     warmup_epochs: float = Field(1.0, ge=0, description="linear LR warm-up before the cosine decay")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    accumulate_grad_batches: int = Field(1, ge=1, description="optimizer step every N batches (effective batch = N x batch_size x devices)")
     monitor: Literal["val/acc", "val/f1", "val/loss"] = Field("val/acc", description="metric for early stopping and best checkpoint")
     patience: int = Field(5, ge=0, description="early-stopping patience in epochs (0 = off)")
     seed: int = 42
@@ -79,7 +81,7 @@ class TrainerConfig(_Section):
     devices: int | str = Field("auto", description="number of devices per node, or 'auto'")
     num_nodes: int = Field(1, ge=1)
     distributed: str = Field("auto", description="Lightning distributed strategy: auto, ddp, ddp_spawn, fsdp")
-    precision: str = Field("32-true", description="32-true, bf16-mixed, 16-mixed, bf16-true")
+    precision: str = Field("auto", description="auto (bf16-mixed on a GPU that supports it, else 32-true), 32-true, bf16-mixed, 16-mixed, bf16-true")
     deterministic: bool = Field(False, description="force deterministic kernels (slower on GPU)")
     channels_last: bool = Field(True, description="NHWC memory layout for convolutions (faster on CPU and GPU)")
     progress_bar: bool = True
@@ -87,7 +89,7 @@ class TrainerConfig(_Section):
     @field_validator("precision")
     @classmethod
     def _check_precision(cls, v: str) -> str:
-        allowed = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+        allowed = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
         if v not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return v

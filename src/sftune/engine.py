@@ -58,25 +58,25 @@ def run_training(
     if not config.data.path:
         raise SftuneError("no training data: pass --data DIR (or set data.path in the config)")
 
-    # 1. Everything that can be wrong with the input is checked before any work starts.
+    # 1. Everything that can be wrong with the input is checked before any real work starts:
+    #    the strategy's options, the output folder (claimed and locked), the data, the model name.
     strategy = create_strategy(config.strategy)
     strategy.check(config.train.epochs)
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
-    data = find_labeled_images(config.data.path, config.data.val_path, config.data.val_fraction, config.train.seed, config.data.strict)
-    for path, reason in data.skipped[:5]:
-        log(f"warning: skipped {path}: {reason}")
-    if data.skipped:
-        log(f"warning: skipped {len(data.skipped)} unreadable file(s) in total (use --strict to make this an error)")
-    backbone = create_backbone(config.model.name, config.model.pretrained, config.model.arch)
-    config.model.arch = backbone.arch
-
-    # 2. The run folder: a work folder renamed into place at the end.
-    run = B.RunFolder.open(out, resume=resume, overwrite=overwrite)
+    run = B.RunFolder.open(out, resume=resume, overwrite=overwrite)  # a work folder renamed into place at the end
     try:
+        L.seed_everything(config.train.seed, workers=True, verbose=False)
+        data = find_labeled_images(config.data.path, config.data.val_path, config.data.val_fraction,
+                                   config.train.seed, config.data.strict)
+        for path, reason in data.skipped[:5]:
+            log(f"warning: skipped {path}: {reason}")
+        if data.skipped:
+            log(f"warning: skipped {len(data.skipped)} unreadable file(s) in total (use --strict to make this an error)")
+        backbone = create_backbone(config.model.name, config.model.pretrained, config.model.arch)
+        config.model.arch = backbone.arch
         if run.is_writer and not resume:
             B.atomic_write_text(run.work / B.CONFIG, dump_yaml(config))
 
-        # 3. Data pipeline and model.
+        # 2. Data pipeline and model.
         train_tf, eval_tf = build_transforms(backbone.data_config(config.data.image_size), config.data)
         task = ImageClassifier(backbone, len(data.classes), strategy, config.train, config.model.drop_rate)
         task.channels_last = config.trainer.channels_last
@@ -91,11 +91,13 @@ def run_training(
             datamodule = _feature_data(backbone, data, train_tf, eval_tf, config, workers, log)
             task.inputs_are_features = True
         else:
+            decoded = _decoded_train_images(data, backbone.data_config(config.data.image_size), config, workers, log)
             datamodule = ImageClassificationData(
-                data.train, data.val, data.classes, train_tf, eval_tf, config.train.batch_size, workers, config.train.seed
+                data.train, data.val, data.classes, train_tf, eval_tf, config.train.batch_size, workers, config.train.seed,
+                decoded_train=decoded,
             )
 
-        # 4. Lightning does the loop: checkpoints, early stopping, devices, precision.
+        # 3. Lightning does the loop: checkpoints, early stopping, devices, precision.
         monitor_mode = "min" if config.train.monitor == "val/loss" else "max"
         checkpoint = ModelCheckpoint(
             dirpath=run.work / B.CHECKPOINTS, filename="best", monitor=config.train.monitor, mode=monitor_mode,
@@ -123,7 +125,7 @@ def run_training(
         if not run.is_writer or not trainer.is_global_zero:
             return RunResult(run.final, {}, config)
 
-        # 5. The bundle: best weights, labels, lineage, then metrics measured from the bundle itself.
+        # 4. The bundle: best weights, labels, lineage, then metrics measured from the bundle itself.
         best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
         best_state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
         task.load_state_dict(best_state)
@@ -154,15 +156,45 @@ def run_training(
 
 
 class _ElapsedTime(L.Callback):
-    """Logs ``time/elapsed_s`` (seconds since the run started) with each epoch's val metrics,
-    so metrics.json's history shows time-to-accuracy."""
+    """Logs ``time/elapsed_s`` (seconds since the run started) and ``time/train_s`` (this
+    epoch's training batches, validation excluded) with each epoch's val metrics, so
+    metrics.json's history shows time-to-accuracy and training throughput."""
 
     def __init__(self, started: float) -> None:
         self.started = started
+        self.epoch_started = started
+        self.train_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_started = time.time()
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.train_seconds = time.time() - self.epoch_started  # validation runs after the epoch's batches
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             pl_module.log("time/elapsed_s", float(time.time() - self.started))
+            pl_module.log("time/train_s", float(self.train_seconds))
+
+
+def _decoded_train_images(data, data_cfg: dict[str, Any], config: RunConfig, workers: int, log: Callable[[str], None]):
+    """Training images decoded once into a memory-mapped cache (several epochs on images only)."""
+    if not config.data.decode_cache or config.train.epochs < 2:
+        return None
+    from .data.decoded_cache import decoded_images
+
+    # The random-resized crop needs no more than the eval resize (input_size / crop_pct, 256 px for 224).
+    short_side = round(data_cfg["input_size"][-1] / data_cfg.get("crop_pct", 0.875))
+    started = time.time()
+    try:
+        decoded, hit = decoded_images(data.train, [data.digests[s.path] for s in data.train], short_side, workers)
+    except OSError as e:  # a read-only or full cache folder costs speed, never the run
+        log(f"warning: decoded-image cache unavailable ({e}); reading the files every epoch")
+        return None
+    source = "from the cache" if hit else f"{time.time() - started:.1f} s"
+    log(f"images: {len(data.train)} training images decoded once at {short_side} px short side ({source})")
+    return decoded
 
 
 def _feature_data(backbone, data, train_tf, eval_tf, config: RunConfig, workers: int, log: Callable[[str], None]) -> FeatureData:
@@ -201,15 +233,20 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     t = config.trainer
+    precision = t.precision
+    if precision == "auto":  # bf16 autocast where the GPU has it; fp32 elsewhere (CPU results stay exact)
+        on_gpu = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
     try:
         return L.Trainer(
             max_epochs=config.train.epochs,
+            accumulate_grad_batches=config.train.accumulate_grad_batches,
             min_epochs=min_epochs,
             accelerator=t.accelerator,
             devices=t.devices,
             num_nodes=t.num_nodes,
             strategy=t.distributed,  # Lightning's "strategy" = how devices cooperate; ours is the fine-tuning one
-            precision=t.precision,
+            precision=precision,
             deterministic=t.deterministic,
             callbacks=callbacks,
             logger=logger,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import lightning as L
 import torch
@@ -21,6 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from ..errors import SftuneError
 from .images import load_rgb
 from .sources import Sample
+
+if TYPE_CHECKING:
+    from .decoded_cache import DecodedImages
 
 
 def _mix(*parts: int) -> int:
@@ -39,11 +42,13 @@ class ImageDataset(Dataset):
     :class:`EpochShuffle` (training), which seeds the augmentation per sample.
     """
 
-    def __init__(self, samples: list[Sample], class_to_idx: dict[str, int], transform: Callable, seed: int = 0) -> None:
+    def __init__(self, samples: list[Sample], class_to_idx: dict[str, int], transform: Callable, seed: int = 0,
+                 decoded: "DecodedImages | None" = None) -> None:
         self.samples = samples
         self.class_to_idx = class_to_idx
         self.transform = transform
         self.seed = seed
+        self.decoded = decoded  # images decoded once (data/decoded_cache.py), else files are read each time
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -58,7 +63,7 @@ class ImageDataset(Dataset):
             index = key
         sample = self.samples[index]
         try:
-            image = load_rgb(sample.path)
+            image = self.decoded[index] if self.decoded is not None else load_rgb(sample.path)
         except Exception as e:
             raise SftuneError(f"{sample.path}: could not be read during training ({type(e).__name__}: {e})") from None
         return self.transform(image), self.class_to_idx.get(sample.label, -1)
@@ -170,10 +175,11 @@ class ImageClassificationData(_EpochAware):
         batch_size: int,
         num_workers: int | None = None,
         seed: int = 0,
+        decoded_train: "DecodedImages | None" = None,
     ) -> None:
         super().__init__()
         class_to_idx = {c: i for i, c in enumerate(classes)}
-        self.train_set = ImageDataset(train, class_to_idx, train_transform, seed)
+        self.train_set = ImageDataset(train, class_to_idx, train_transform, seed, decoded_train)
         self.val_set = ImageDataset(val, class_to_idx, eval_transform)
         self.batch_size = batch_size
         self.num_workers = default_workers() if num_workers is None else num_workers

@@ -79,14 +79,15 @@ class ImageClassifier(L.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
 
     def on_train_start(self) -> None:
-        # Runs once, after a checkpoint was restored. Lightning skips on_train_epoch_start for
-        # the first epoch after resuming from an end-of-epoch checkpoint, so it is done here too.
+        # Runs once, after a checkpoint was restored. Lightning skips on_train_epoch_start when it
+        # resumes in the middle of an epoch, so trainability and seeding are applied here too.
         self.on_train_epoch_start()
 
     def on_train_epoch_start(self) -> None:
         self.apply_trainability(self.current_epoch)
-        # Each epoch's random numbers (augmentation, dropout, worker seeds) depend only on
-        # (seed, epoch), so a run resumed at epoch k continues exactly as if never stopped.
+        # Dropout and DataLoader worker seeds draw from the global generators: seeding them per
+        # (seed, epoch) makes a run resumed at epoch k continue exactly as if never stopped.
+        # (Augmentation is seeded per sample in data/datamodule.py.)
         rng.seed_all(self.train_cfg.seed * 100_003 + 7919 * self.current_epoch)
 
     def backbone_always_frozen(self) -> bool:
