@@ -28,7 +28,7 @@ def test_defaults():
     assert cfg.train.seed == 42 and cfg.train.monitor == "val/acc"
     assert cfg.data.path is None and cfg.data.val_fraction == 0.2 and cfg.data.strict is False
     assert cfg.data.crop_scale == (0.08, 1.0)
-    assert cfg.trainer.precision == "32-true" and cfg.trainer.devices == "auto"
+    assert cfg.trainer.precision == "auto" and cfg.trainer.devices == "auto"
 
 
 # --------------------------------------------------------------------------- precedence
