@@ -42,11 +42,14 @@ def finetune(
     return run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite)
 
 
-def load(path: str | Path, device: str | None = None) -> "FineTunedModel":
-    """Load a bundle (the ``--out`` folder of a finished run) for predict/evaluate."""
+def load(path: str | Path, device: str | None = None, precision: str = "auto") -> "FineTunedModel":
+    """Load a bundle (the ``--out`` folder of a finished run) for predict/evaluate.
+
+    ``precision``: ``auto`` (bfloat16 where the CPU/GPU has native bf16), ``32`` or ``bf16``.
+    """
     from .predictor import load as _load
 
-    return _load(path, device)
+    return _load(path, device, precision)
 
 
 def evaluate(path: str | Path, data: str | Path) -> dict[str, Any]:

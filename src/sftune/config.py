@@ -33,7 +33,6 @@ class DataConfig(_Section):
     decode_cache: bool = Field(True, description="training on images for several epochs: decode and resize each image once (memory-mapped)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once (cached on disk), train the head on them")
     feature_views: int = Field(0, ge=0, le=64, description="extra augmented views per training image in the feature cache")
-    feature_precision: Literal["32", "bf16"] = Field("32", description="precision of cached feature extraction (bf16: faster where supported)")
 
     @field_validator("crop_scale")
     @classmethod
@@ -83,6 +82,8 @@ class TrainerConfig(_Section):
     distributed: str = Field("auto", description="Lightning distributed strategy: auto, ddp, ddp_spawn, fsdp")
     precision: str = Field("auto", description="auto (bf16-mixed on a GPU that supports it, else 32-true), 32-true, bf16-mixed, 16-mixed, bf16-true")
     deterministic: bool = Field(False, description="force deterministic kernels (slower on GPU)")
+    inference_precision: Literal["auto", "32", "bf16"] = Field(
+        "auto", description="feature extraction and final evaluation: auto = bf16 where the CPU/GPU has native bf16")
     channels_last: bool = Field(True, description="NHWC memory layout for convolutions (faster on CPU and GPU)")
     progress_bar: bool = True
 

@@ -27,6 +27,8 @@ from .data import FeatureData, ImageClassificationData, build_transforms, find_l
 from .data.datamodule import default_workers
 from .data.feature_cache import cached_features, weights_hash
 from .errors import SftuneError
+from .eval import evaluate_logits
+from .precision import inference_bf16
 from .strategies import create_strategy
 from .tasks import ImageClassifier
 
@@ -137,12 +139,21 @@ def run_training(
         if best_path.name == "best.ckpt":
             best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
 
-        from .predictor import load
+        if task.inputs_are_features:
+            # Same numbers as `sftune eval` (same features, same precision) without a second pass over the images.
+            val_x, val_y = datamodule.val_set.tensors
+            with torch.inference_mode():
+                task.eval()
+                metrics = evaluate_logits([(task.head(val_x), val_y)], len(data.classes))
+        else:
+            from .predictor import load
 
-        metrics = load(run.work).evaluate(data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
+            metrics = load(run.work, precision=config.trainer.inference_precision).evaluate(
+                data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
+        metrics["skipped"] = len(data.skipped)
         metrics.update(
             best_epoch=best_epoch, epochs_run=trainer.current_epoch,
-            seconds=round(time.time() - started, 1), skipped_files=len(data.skipped),
+            seconds=round(time.time() - started, 1),
             history=_history(run.work / "logs"),
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
@@ -202,8 +213,8 @@ def _feature_data(backbone, data, train_tf, eval_tf, config: RunConfig, workers:
     started = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() and config.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu")
     model_hash = weights_hash(backbone)
-    common = dict(batch_size=max(64, config.train.batch_size), num_workers=workers, device=device,
-                  precision=config.data.feature_precision)
+    precision = "bf16" if inference_bf16(device, config.trainer.inference_precision) else "32"
+    common = dict(batch_size=max(64, config.train.batch_size), num_workers=workers, device=device, precision=precision)
     index = data.class_to_idx
 
     def features(samples, transform, views=0):

@@ -65,7 +65,7 @@ def _devices(value: str | None) -> int | str | None:
 @click.option("--seed", type=int, help="Random seed; the same seed gives the same metrics on CPU [42].")
 @click.option("--workers", type=int, help="DataLoader worker processes [min(4, cores)].")
 @click.option("--strict", is_flag=True, default=None, help="Fail on unreadable images instead of skipping them.")
-@click.option("--precision", help="32-true (default), bf16-mixed, 16-mixed.")
+@click.option("--precision", help="Training precision: auto (default: bf16-mixed on a capable GPU, else 32-true), 32-true, bf16-mixed, 16-mixed.")
 @click.option("--accelerator", help="cpu, gpu, mps or auto (default).")
 @click.option("--devices", help="Devices per node: a number or auto.")
 @click.option("--num-nodes", type=int, help="Machines taking part (multi-node under torchrun/SLURM).")
@@ -125,8 +125,10 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
 @click.option("--data", required=True, help="Labeled images: a <class>/* folder, a train/val root (its val/ is used) or a CSV.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--strict", is_flag=True, help="Fail on unreadable images instead of skipping them.")
+@click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
+              help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, as_json: bool) -> None:
+def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, precision: str, as_json: bool) -> None:
     """Evaluate a bundle on labeled data: accuracy, macro precision/recall/F1, loss.
 
     \b
@@ -135,7 +137,7 @@ def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, as_json: boo
     """
     from ..predictor import load
 
-    metrics = load(bundle).evaluate(data, batch_size=batch_size, strict=strict)
+    metrics = load(bundle, precision=precision).evaluate(data, batch_size=batch_size, strict=strict)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     else:
@@ -147,8 +149,10 @@ def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, as_json: boo
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes to show per image.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
+              help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of {path, label, score, top_k}.")
-def predict(bundle: str, paths: tuple[str, ...], top_k: int, batch_size: int, as_json: bool) -> None:
+def predict(bundle: str, paths: tuple[str, ...], top_k: int, batch_size: int, precision: str, as_json: bool) -> None:
     """Classify images (files, or folders searched for images).
 
     \b
@@ -157,7 +161,7 @@ def predict(bundle: str, paths: tuple[str, ...], top_k: int, batch_size: int, as
     """
     from ..predictor import load
 
-    predictions = load(bundle).predict(list(paths), top_k=top_k, batch_size=batch_size)
+    predictions = load(bundle, precision=precision).predict(list(paths), top_k=top_k, batch_size=batch_size)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:

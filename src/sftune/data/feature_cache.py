@@ -67,7 +67,7 @@ def extract_features(
     # An augmented view v draws its randomness from (seed, v, index): same key, same numbers.
     order = None if view is None else [(i, view) for i in range(len(samples))]
     out: list[torch.Tensor] = []
-    use_bf16 = precision == "bf16"
+    use_bf16 = precision == "bf16"  # resolved by the caller (sftune.precision), never "auto" here
     for images, _ in make_loader(dataset, batch_size, num_workers, order):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):

@@ -1,5 +1,5 @@
 """Evaluation: metrics (and, later, reports)."""
 
-from .metrics import HEADLINE, classification_metrics
+from .metrics import HEADLINE, classification_metrics, evaluate_logits
 
-__all__ = ["HEADLINE", "classification_metrics"]
+__all__ = ["HEADLINE", "classification_metrics", "evaluate_logits"]
