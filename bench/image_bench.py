@@ -119,7 +119,8 @@ def sftune_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "sftune"]
 
 
-def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, warm: bool = False) -> Row:
+def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, warm: bool = False,
+               extra: list[str] | None = None) -> Row:
     """One sftune run. Its feature cache starts empty (cold) unless ``warm``: then the
     previous run's cache for the same strategy is reused, as on a user's second run."""
     row = Row("sftune", strategy + (" (warm cache)" if warm else ""), peer.mode)
@@ -129,6 +130,7 @@ def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, wa
         shutil.rmtree(cache, ignore_errors=True)
     cmd = [*sftune_cmd(), "train", "--data", str(data), "--strategy", strategy, "--seed", str(SEED),
            "--no-progress", "--json", "--out", str(out), "--overwrite"]
+    cmd += extra or []
     if quick:
         cmd += ["--epochs", "2"]
         if strategy == "freeze_unfreeze":
@@ -168,19 +170,23 @@ def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, wa
     return row
 
 
+THROUGHPUT_EPOCHS = 4  # both loops; epoch 0 (worker start-up, allocator warm-up) is left out of the mean
+
+
 def run_plain(data: Path, quick: bool, work: Path) -> dict:
     """bench/plain_loop.py: the framework-free training-throughput baseline (batch 32, channels_last)."""
     cmd = [sys.executable, str(ROOT / "bench" / "plain_loop.py"), "--data", str(data), "--seed", str(SEED),
-           "--epochs", "2" if quick else "3"]
+           "--epochs", "2" if quick else str(THROUGHPUT_EPOCHS)]
     rc, wall, rss, stdout = run_measured(cmd, work / "plain-loop.log")
     lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     return {**json.loads(lines[-1]), "wall_s": wall, "peak_rss_mib": rss} if rc == 0 and lines else {"error": f"exit {rc}"}
 
 
-def train_throughput(row: Row) -> float | None:
-    """Images/s over training batches only (``time/train_s``), epoch 0 excluded as warm-up like the plain loop."""
+def train_throughput(row: Row, epochs: int = THROUGHPUT_EPOCHS) -> float | None:
+    """Images/s over training batches only (``time/train_s``) of epochs 1..epochs-1: the same
+    epochs the plain loop averages (machine speed drifts over a long run, so compare like with like)."""
     times = [h["time/train_s"] for h in row.history if h.get("time/train_s")]
-    steady = times[1:] or times
+    steady = times[1:epochs] or times
     return row.train_images * len(steady) / sum(steady) if steady else None
 
 
@@ -197,6 +203,10 @@ def throughput_table(plain: dict, full: Row) -> str:
 def bench_dataset(data: Path, args: argparse.Namespace, work: Path) -> list[Row]:
     work.mkdir(parents=True, exist_ok=True)
     print(f"running on {data} (logs in {work}) ...", file=sys.stderr, flush=True)
+    if args.throughput_only:
+        args.plain = run_plain(data, args.quick, work)
+        return [run_sftune(data, "full", Row("seed_loop", "finetune", "finetune"), args.quick, work,
+                           extra=["--epochs", str(THROUGHPUT_EPOCHS), "--patience", "0"])]
     frozen = run_peer(data, "frozen", args.quick, work)
     rows = [frozen, run_sftune(data, "linear_probe", frozen, args.quick, work),
             run_sftune(data, "linear_probe", frozen, args.quick, work, warm=True)]
@@ -261,6 +271,8 @@ def main() -> int:
                     help=f"train/ + val/ image folder; repeat for several tables [{DEFAULT_DATA}]")
     ap.add_argument("--quick", action="store_true", help="2 epochs everywhere (smoke test)")
     ap.add_argument("--skip-finetune", action="store_true", help="only peer frozen vs sftune linear_probe")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only the training-throughput table (plain loop vs sftune full, 4 epochs each)")
     ap.add_argument("--runs-dir", type=Path, help="keep bundles and logs here [a temp dir, deleted]")
     ap.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = ap.parse_args()
@@ -281,7 +293,8 @@ def main() -> int:
         for i, data in enumerate(datasets):
             rows = bench_dataset(data, args, runs_dir.resolve() / f"{i}-{data.name}")
             failed |= not all(r.ok for r in rows)
-            print(f"### {data.name}\n\n{table(rows)}\n", flush=True)
+            if not args.throughput_only:
+                print(f"### {data.name}\n\n{table(rows)}\n", flush=True)
             results[str(data)] = [asdict(r) for r in rows]
             full = next((r for r in rows if r.mode == "full"), None)
             if full is not None and getattr(args, "plain", None):
