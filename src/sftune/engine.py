@@ -204,7 +204,7 @@ def _decoded_train_images(data, data_cfg: dict[str, Any], config: RunConfig, wor
         log(f"warning: decoded-image cache unavailable ({e}); reading the files every epoch")
         return None
     source = "from the cache" if hit else f"{time.time() - started:.1f} s"
-    log(f"images: {len(data.train)} training images decoded once at {short_side} px short side ({source})")
+    log(f"images: {len(data.train)} training images decoded once, short side at most {short_side} px ({source})")
     return decoded
 
 
