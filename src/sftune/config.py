@@ -68,6 +68,7 @@ class TrainConfig(_Section):
     warmup_epochs: float = Field(1.0, ge=0, description="linear LR warm-up before the cosine decay")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     accumulate_grad_batches: int = Field(1, ge=1, description="optimizer step every N batches (effective batch = N x batch_size x devices)")
+    auto_batch_size: bool = Field(False, description="GPU: largest per-step batch that fits (up to the effective batch), accumulating gradients to keep the effective batch")
     monitor: Literal["val/acc", "val/f1", "val/loss"] = Field("val/acc", description="metric for early stopping and best checkpoint")
     patience: int = Field(5, ge=0, description="early-stopping patience in epochs (0 = off)")
     seed: int = 42
@@ -84,6 +85,7 @@ class TrainerConfig(_Section):
     deterministic: bool = Field(False, description="force deterministic kernels (slower on GPU)")
     inference_precision: Literal["auto", "32", "bf16"] = Field(
         "auto", description="feature extraction and final evaluation: auto = bf16 where the CPU/GPU has native bf16")
+    compile: bool = Field(False, description="torch.compile the backbone for training (pays on GPU for longer runs; compiling takes a minute)")
     channels_last: bool = Field(True, description="NHWC memory layout for convolutions (faster on CPU and GPU)")
     progress_bar: bool = True
 

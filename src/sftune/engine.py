@@ -119,6 +119,7 @@ def run_training(
         quiet.__enter__()
         try:
             trainer = _make_trainer(config, strategy.min_epochs(), callbacks, CSVLogger(run.work, name="logs", version=""))
+            _compute_options(trainer, task, datamodule, config, resume, log)
             trainer.fit(task, datamodule=datamodule, ckpt_path=run.last_checkpoint if resume else None, weights_only=True)
         finally:
             quiet.__exit__(None, None, None)
@@ -233,6 +234,38 @@ def _feature_data(backbone, data, train_tf, eval_tf, config: RunConfig, workers:
     source = "all from the cache" if all(hits) else f"{time.time() - started:.1f} s"
     log(f"features: frozen backbone run once over {len(data.train) + len(data.val)} images ({source}); the head trains on them")
     return FeatureData(train_x, train_y, val_x, val_y, config.train.batch_size, config.train.seed)
+
+
+def _compute_options(trainer: L.Trainer, task: ImageClassifier, datamodule: Any, config: RunConfig, resume: bool,
+                     log: Callable[[str], None]) -> None:
+    """torch.compile and the automatic per-step batch size, both opt-in."""
+    if config.trainer.compile and not task.inputs_are_features:
+        task.backbone.model.compile()  # in place: parameter names (and so the bundle's keys) stay the same
+        log("compile: the backbone is compiled with torch.compile; the first steps include compiling")
+    if not config.train.auto_batch_size or resume:
+        return
+    effective = datamodule.batch_size * config.train.accumulate_grad_batches
+    if not isinstance(trainer.accelerator, L.pytorch.accelerators.CUDAAccelerator):
+        log(f"auto batch size: no accelerator memory limit to find here; keeping batch {datamodule.batch_size}")
+        return
+    from lightning.pytorch.tuner import Tuner
+
+    found = Tuner(trainer).scale_batch_size(task, datamodule=datamodule, mode="binsearch", init_val=effective) or effective
+    datamodule.batch_size, trainer.accumulate_grad_batches = split_batch(found, effective)
+    log(f"auto batch size: {datamodule.batch_size} per step x {trainer.accumulate_grad_batches} accumulated "
+        f"(effective batch {effective} kept)")
+
+
+def split_batch(fits: int, effective: int) -> tuple[int, int]:
+    """Per-step batch and accumulation steps so that batch x steps >= effective, batch <= what fits.
+
+    The effective batch is what the learning rate was chosen for, so a larger device only
+    takes bigger steps up to it; a smaller one accumulates, e.g. fits=24, effective=64 -> (22, 3).
+    """
+    if fits >= effective:
+        return effective, 1
+    steps = -(-effective // max(1, fits))  # ceil
+    return -(-effective // steps), steps
 
 
 def _silent(message: str) -> None:
