@@ -58,23 +58,46 @@ class FineTunedModel:
         return f"FineTunedModel({str(self.path)!r}, arch={self.backbone.arch!r}, classes={len(self.classes)})"
 
     @torch.inference_mode()
-    def logits(self, samples: list[Sample], batch_size: int = 64, num_workers: int = 0):
-        """Yield ``(logits (B, C), labels (B,))`` batches; labels are -1 for unlabeled samples."""
-        dataset = ImageDataset(samples, {c: i for i, c in enumerate(self.classes)}, self.transform)
+    def logits(self, samples: list[Sample], batch_size: int = 64, num_workers: int = 0,
+               digests: dict[Path, str] | None = None):
+        """Yield ``(logits (B, C), labels (B,))`` batches; labels are -1 for unlabeled samples.
+
+        With the files' content ``digests``, features a training run cached for this very
+        backbone (a linear probe's) are used instead of running the backbone again.
+        """
+        index = {c: i for i, c in enumerate(self.classes)}
+        cached = self._cached_features(samples, digests) if digests else None
+        if cached is not None:
+            labels = torch.tensor([index.get(s.label, -1) for s in samples])
+            for start in range(0, len(samples), batch_size):
+                features = cached[start : start + batch_size].to(self.device)
+                yield self.head(features).float().cpu(), labels[start : start + batch_size]  # head is in eval mode
+            return
+        dataset = ImageDataset(samples, index, self.transform)
         for images, labels in make_loader(dataset, batch_size, num_workers):
             images = images.to(self.device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.model(images)
             yield logits.float().cpu(), labels
 
+    def _cached_features(self, samples: list[Sample], digests: dict[Path, str]) -> torch.Tensor | None:
+        from .data.feature_cache import cached_eval_features
+
+        try:
+            ordered = [digests[s.path] for s in samples]
+        except KeyError:
+            return None
+        return cached_eval_features(self.backbone, self.transform, ordered, self.config.train.seed,
+                                    "bf16" if self.bf16 else "32")
+
     def predict(self, paths: list[str | Path] | str | Path, top_k: int = 1, batch_size: int = 64, num_workers: int = 0) -> list[Prediction]:
         """Classify image files (folders are searched for images)."""
         files = find_unlabeled_images([paths] if isinstance(paths, (str, Path)) else list(paths))
-        good, skipped, _ = check_images([Sample(f, "") for f in files], strict=True)
+        good, skipped, digests = check_images([Sample(f, "") for f in files], strict=True)
         k = max(1, min(top_k, len(self.classes)))
         out: list[Prediction] = []
         index = 0
-        for logits, _ in self.logits(good, batch_size, num_workers):
+        for logits, _ in self.logits(good, batch_size, num_workers, digests):
             probs = logits.softmax(dim=-1)
             scores, idx = probs.topk(k, dim=-1)
             for row_scores, row_idx in zip(scores.tolist(), idx.tolist()):
@@ -87,15 +110,16 @@ class FineTunedModel:
         """Streamed metrics on labeled data (a class folder, a train/val root's val/, or a CSV)."""
         samples = data if isinstance(data, list) else labeled_eval_samples(Path(data))
         skipped: list[tuple[str, str]] = []
+        digests: dict[Path, str] | None = None
         if not isinstance(data, list):
-            samples, skipped, _ = check_images(samples, strict)
+            samples, skipped, digests = check_images(samples, strict)
         unknown = sorted({s.label for s in samples} - set(self.classes))
         if unknown:
             raise SftuneError(
                 f"evaluation data has classes the model was not trained on: {', '.join(unknown)}; "
                 f"it knows: {', '.join(self.classes)}"
             )
-        result = evaluate_logits(self.logits(samples, batch_size, num_workers), len(self.classes))
+        result = evaluate_logits(self.logits(samples, batch_size, num_workers, digests), len(self.classes))
         if result["n"] == 0:
             raise SftuneError(f"no readable labeled images in '{data}'")
         result["skipped"] = len(skipped)

@@ -119,3 +119,26 @@ def test_strategies_that_train_the_backbone_never_use_the_cache(digits_split_dir
     sftune.finetune(data=digits_split_dir, out=tmp_path / "fu", strategy="freeze_unfreeze", train__epochs=2,
                     strategy__unfreeze_epoch=1, **kw)
     assert "frozen backbone run once" not in capsys.readouterr().out and not entries()
+
+
+def test_eval_and_predict_of_a_linear_probe_reuse_the_training_features(digits_split_dir, tmp_path, private_cache,
+                                                                          monkeypatch):
+    kw = {k.replace(".", "__"): v for k, v in TINY.items()}
+    run = sftune.finetune(data=digits_split_dir, out=tmp_path / "lp", train__epochs=3, **kw)
+
+    cold = sftune.load(run.path)
+    monkeypatch.setenv("SFTUNE_CACHE", str(tmp_path / "empty-cache"))
+    reference = cold.evaluate(digits_split_dir / "val")  # no cache: runs the backbone
+    monkeypatch.setenv("SFTUNE_CACHE", str(private_cache))
+
+    warm = sftune.load(run.path)
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone ran although its features were cached")
+
+    monkeypatch.setattr(warm.model, "forward", no_backbone)
+    cached = warm.evaluate(digits_split_dir / "val")
+    assert cached["acc"] == pytest.approx(reference["acc"], abs=1e-6) == pytest.approx(run.metrics["acc"], abs=1e-6)
+    assert cached["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    predictions = warm.predict(digits_split_dir / "val")
+    assert len(predictions) == 30

@@ -82,15 +82,10 @@ def cached_features(
     batch_size: int, num_workers: int, device: torch.device, precision: str = "32", views: int = 0, seed: int = 0,
 ) -> tuple[torch.Tensor, bool]:
     """Features of ``samples`` (``views`` > 0: that many augmented passes, stacked) and whether they were cached."""
-    key = feature_key(model_hash, transform, digests, views, seed, precision)
-    path = cache_root() / "features" / key[:2] / f"{key}.safetensors"
-    if path.is_file():
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))["features"], True
-        except Exception:
-            path.unlink(missing_ok=True)  # unreadable entry (e.g. disk full when written): recompute
+    path = _entry(model_hash, transform, digests, views, seed, precision)
+    found = lookup_features(path)
+    if found is not None:
+        return found, True
     if views:
         passes = [extract_features(backbone, samples, transform, batch_size, num_workers, device, precision, view=v, seed=seed)
                   for v in range(views)]
@@ -99,6 +94,33 @@ def cached_features(
         features = extract_features(backbone, samples, transform, batch_size, num_workers, device, precision)
     _store(path, features)
     return features, False
+
+
+def _entry(model_hash: str, transform: Callable, digests: list[str], views: int, seed: int, precision: str) -> Path:
+    key = feature_key(model_hash, transform, digests, views, seed, precision)
+    return cache_root() / "features" / key[:2] / f"{key}.safetensors"
+
+
+def lookup_features(path: Path) -> torch.Tensor | None:
+    """The stored ``(N, F)`` features of an entry, or None (absent, or unreadable and then removed)."""
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))["features"]
+    except Exception:
+        path.unlink(missing_ok=True)  # e.g. disk full when it was written: it will be recomputed
+        return None
+
+
+def cached_eval_features(backbone: Backbone, transform: Callable, digests: list[str], seed: int, precision: str) -> torch.Tensor | None:
+    """Clean (eval-transform) features a training run already stored for exactly these files, or None.
+
+    This is how ``sftune eval``/``predict`` on a linear-probe bundle skip the backbone:
+    its backbone is the frozen one the features were computed with.
+    """
+    return lookup_features(_entry(weights_hash(backbone), transform, digests, 0, seed, precision))
 
 
 def _store(path: Path, features: torch.Tensor) -> None:
