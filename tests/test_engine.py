@@ -12,6 +12,7 @@ import yaml
 from safetensors.torch import load_file
 
 import sftune
+import sftune.strategies
 from sftune import bundle as B
 from sftune.errors import SftuneError
 
@@ -208,3 +209,13 @@ def test_bf16_on_gpu(digits_dir, tmp_path):
                    trainer__accelerator="gpu", trainer__devices=1)
     assert json.loads((run.path / B.LINEAGE).read_text())["host"]["cuda"] is True
     assert sftune.load(run.path, device="cuda").evaluate(digits_dir)["n"] == 90
+
+
+STRATEGY_OPTIONS = {"freeze_unfreeze": {"strategy__unfreeze_epoch": 1}, "gradual_unfreeze": {"strategy__stages": 1}}
+
+
+@pytest.mark.parametrize("strategy", sftune.strategies.STRATEGIES.list())
+def test_every_strategy_trains_and_writes_a_loadable_bundle(strategy, digits_dir, tmp_path):
+    run = tiny_run(digits_dir, tmp_path / strategy, strategy=strategy, train__epochs=2, train__patience=0,
+                   **STRATEGY_OPTIONS.get(strategy, {}))
+    assert run.metrics["epochs_run"] == 2 and sftune.load(run.path).evaluate(digits_dir)["n"] == 90

@@ -131,3 +131,55 @@ def test_no_weight_decay_on_biases_and_norms(digits_dir):
             assert all(p.ndim > 1 for p in group["params"])
         else:
             assert all(p.ndim <= 1 for p in group["params"])
+
+
+def _trainable_names(task) -> set[str]:
+    return {n for n, p in task.backbone.model.named_parameters() if p.requires_grad}
+
+
+def test_gradual_unfreeze_goes_top_down_one_stage_per_epoch(digits_dir):
+    task = make_task("gradual_unfreeze", stages=2, unfreeze_every=1)
+    layers = task.backbone.layer_groups()
+    half = round(len(layers) / 2)
+    bottom, top = {n for g in layers[:half] for n in g}, {n for g in layers[half:] for n in g}
+    seen: list[set[str]] = []
+
+    class Trainable(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == 0:
+                seen.append(_trainable_names(module))
+
+    rec = Recorder()
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[rec, Trainable()],
+                        num_sanity_val_steps=0)
+    trainer.fit(task, datamodule=make_data(digits_dir, task.backbone))
+    assert seen[0] == set() and seen[1] == top and seen[2] == top | bottom
+    assert rec.epochs[0]["lr"]["backbone.stage0"] == 0.0 and rec.epochs[0]["lr"]["backbone.stage1"] == 0.0
+    assert rec.epochs[1]["lr"]["backbone.stage1"] > 0 and rec.epochs[1]["lr"]["backbone.stage0"] == 0.0
+    assert all(not k.startswith("backbone.") for k in rec.epochs[0]["changed"] if "running" not in k)
+    with pytest.raises(SftuneError, match="unfreezes its last stage"):
+        create_strategy(StrategyConfig(name="gradual_unfreeze", stages=4)).check(epochs=4)
+
+
+def test_llrd_learning_rates_shrink_towards_the_input(digits_dir):
+    task = make_task("llrd", decay=0.5)
+    rec = fit(task, digits_dir, epochs=1)
+    lrs = rec.epochs[0]["lr"]
+    n = len(task.backbone.layer_groups())
+    layer_lrs = [lrs[f"backbone.layer{i}"] for i in range(n)]
+    assert layer_lrs == sorted(layer_lrs) and layer_lrs[0] < layer_lrs[-1] < lrs["head"]
+    assert layer_lrs[-1] == pytest.approx(0.5 * lrs["head"]) and layer_lrs[0] == pytest.approx(0.5 ** n * lrs["head"])
+    assert all(rec.epochs[0]["backbone_trainable"])
+
+
+def test_bitfit_trains_only_biases_norms_and_head(digits_dir):
+    task = make_task("bitfit")
+    before = {k: v.clone() for k, v in task.backbone.model.state_dict().items()}
+    fit(task, digits_dir, epochs=1)
+    after = task.backbone.model.state_dict()
+    trainable = _trainable_names(task)
+    assert trainable and all(n.endswith("bias") or ".bn" in n or n.startswith("bn") for n in trainable)
+    conv_weights = [k for k in before if k.endswith("conv.weight") or k.endswith("conv_stem.weight") or "conv_pw" in k]
+    assert conv_weights and all(torch.equal(before[k], after[k]) for k in conv_weights)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("bias"))

@@ -63,3 +63,9 @@ def head_params(task: "ImageClassifier") -> list[nn.Parameter]:
 
 def backbone_params(task: "ImageClassifier") -> list[nn.Parameter]:
     return list(task.backbone.parameters())
+
+
+def backbone_layer_groups(task: "ImageClassifier") -> list[list[nn.Parameter]]:
+    """The backbone's parameters grouped by depth, input side first (timm's group_matcher)."""
+    by_name = dict(task.backbone.model.named_parameters())
+    return [[by_name[n] for n in names] for names in task.backbone.layer_groups() if names]
