@@ -128,17 +128,15 @@ def run_training(
         if not run.is_writer or not trainer.is_global_zero:
             return RunResult(run.final, {}, config)
 
-        # 4. The bundle: best weights, labels, lineage, then metrics measured from the bundle itself.
+        # 4. The bundle: best weights, labels, lineage, then the final val metrics of those weights.
         best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
-        best_state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-        task.load_state_dict(best_state)
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        task.load_state_dict(best["state_dict"])
         B.save_weights(run.work / B.WEIGHTS, task.backbone.weights(), task.head.state_dict(),
                        metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch})
         B.atomic_write_json(run.work / B.LABELS, {"classes": data.classes})
         B.atomic_write_json(run.work / B.LINEAGE, _lineage(config, data, backbone.source))
-        best_epoch = _best_epoch(checkpoint)
-        if best_path.name == "best.ckpt":
-            best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
+        best_epoch = int(best["epoch"])
 
         if task.inputs_are_features:
             # Same numbers as `sftune eval` (same features, same precision) without a second pass over the images.
@@ -158,6 +156,8 @@ def run_training(
             history=_history(run.work / "logs"),
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
+        if best_path.name == "best.ckpt":
+            best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
         final = run.commit()
         return RunResult(final, metrics, config, data.skipped, time.time() - started)
     except BaseException:
@@ -361,13 +361,6 @@ def _lineage(config: RunConfig, data, backbone_source: str) -> dict[str, Any]:
         },
         "host": {"platform": platform.platform(), "cuda": torch.cuda.is_available()},
     }
-
-
-def _best_epoch(checkpoint) -> int | None:
-    best = checkpoint.best_model_path
-    if not best or not Path(best).is_file():
-        return None
-    return int(torch.load(best, map_location="cpu", weights_only=True).get("epoch", -1))
 
 
 def _keep_previous_log(log_dir: Path) -> None:
