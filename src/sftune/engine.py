@@ -89,6 +89,8 @@ def run_training(
             f"strategy: {strategy.name}, {task.trainable_parameters():,} of {total:,} parameters train, lr {task.lr:g}"
         )
         workers = default_workers() if config.data.num_workers is None else config.data.num_workers
+        if strategy.probes_head and not resume:  # LP-FT: the head starts fitted to the frozen features
+            _probe_head(strategy, task, _feature_data(backbone, data, train_tf, eval_tf, config, workers, log), log)
         if config.data.feature_cache and task.backbone_always_frozen():
             datamodule = _feature_data(backbone, data, train_tf, eval_tf, config, workers, log)
             task.inputs_are_features = True
@@ -234,6 +236,16 @@ def _feature_data(backbone, data, train_tf, eval_tf, config: RunConfig, workers:
     source = "all from the cache" if all(hits) else f"{time.time() - started:.1f} s"
     log(f"features: frozen backbone run once over {len(data.train) + len(data.val)} images ({source}); the head trains on them")
     return FeatureData(train_x, train_y, val_x, val_y, config.train.batch_size, config.train.seed)
+
+
+def _probe_head(strategy, task: ImageClassifier, features: FeatureData, log: Callable[[str], None]) -> None:
+    train_x, train_y = features.train_set.tensors
+    val_x, val_y = features.val_set.tensors
+    before, after = strategy.fit_probe(task.head.fc, train_x, train_y)
+    with torch.inference_mode():
+        accuracy = (task.head.fc(val_x).argmax(-1) == val_y).float().mean().item()
+    log(f"probe: head fitted on frozen features (loss {before:.3f} -> {after:.3f}, val acc {accuracy:.3f}); "
+        f"fine-tuning everything from it")
 
 
 def _compute_options(trainer: L.Trainer, task: ImageClassifier, datamodule: Any, config: RunConfig, resume: bool,

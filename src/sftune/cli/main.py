@@ -56,7 +56,7 @@ def _devices(value: str | None) -> int | str | None:
 @click.option("--val-data", help="Separate validation folder or CSV (default: <data>/val, else a stratified split).")
 @click.option("--model", help="Zoo name (efficientnet_lite0), timm:<name> or file:<path>. See `sftune models`.")
 @click.option("--arch", help="timm architecture of a file:<state dict> (e.g. resnet18).")
-@click.option("--strategy", help="Fine-tuning strategy: linear_probe (default), full, freeze_unfreeze, gradual_unfreeze, llrd, bitfit. See `sftune strategies`.")
+@click.option("--strategy", help="Fine-tuning strategy: linear_probe (default), full, freeze_unfreeze, gradual_unfreeze, llrd, bitfit, lp_ft. See `sftune strategies`.")
 @click.option("--epochs", type=int, help="Maximum epochs [10].")
 @click.option("--batch-size", type=int, help="Images per step per device [32].")
 @click.option("--lr", type=float, help="Head learning rate [strategy default].")

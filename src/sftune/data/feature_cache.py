@@ -50,7 +50,7 @@ def feature_key(model_hash: str, transform: Callable, digests: list[str], views:
     return h.hexdigest()
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the features feed autograd later (LP-FT probe)
 def extract_features(
     backbone: Backbone, samples: list[Sample], transform: Callable, batch_size: int, num_workers: int,
     device: torch.device, precision: str = "32", view: int | None = None, seed: int = 0,

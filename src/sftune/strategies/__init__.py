@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from ..config import StrategyConfig
 from ..errors import SftuneError, did_you_mean
-from . import bitfit, freeze_unfreeze, full, gradual_unfreeze, linear_probe, llrd  # noqa: F401  (registers the classes)
+from . import bitfit, freeze_unfreeze, full, gradual_unfreeze, linear_probe, llrd, lp_ft  # noqa: F401  (registers the classes)
 from .base import STRATEGIES, ParamGroup, Strategy
 
 __all__ = ["STRATEGIES", "ParamGroup", "Strategy", "create_strategy", "strategy_options"]

@@ -42,6 +42,7 @@ class Strategy:
     name: ClassVar[str]
     default_lr: ClassVar[float]
     summary: ClassVar[str]
+    probes_head: ClassVar[bool] = False  # True: fit_probe() fits the head on frozen features before training
 
     def param_groups(self, task: "ImageClassifier") -> list[ParamGroup]:
         raise NotImplementedError
