@@ -11,6 +11,7 @@ path: the prefix says which it is.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import warnings
 from pathlib import Path
@@ -82,8 +83,8 @@ def _hub_access():
 
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
-        yield None
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        yield None  # offline already, or behind a proxy a direct probe would wrongly fail: let the hub client decide
         return
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
