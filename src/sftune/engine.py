@@ -115,8 +115,6 @@ def run_training(
             callbacks.append(EarlyStopping(monitor=config.train.monitor, mode=monitor_mode, patience=config.train.patience))
         if resume:
             _keep_previous_log(run.work / "logs")
-        # Re-seed: the same run draws the same numbers whether its features came from the cache or not.
-        L.seed_everything(config.train.seed, workers=True, verbose=False)
         quiet = _quiet_lightning()
         quiet.__enter__()
         try:
