@@ -120,17 +120,23 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def read_bundle_backbone(path: Path):
     """The fine-tuned backbone of a bundle (for ``file:<bundle>`` reuse)."""
-    from .backbones import build_architecture
     from .config import load_yaml
 
     path = check_bundle(path)
-    arch = load_yaml(path / CONFIG).get("model", {}).get("arch")
-    if not arch:
-        raise SftuneError(f"{path / CONFIG}: model.arch is missing; cannot rebuild the backbone")
-    backbone = build_architecture(arch, source=f"file:{path}")
-    state, _ = split_weights(read_weights(path))
-    backbone.load_weights(state, origin=str(path / WEIGHTS))
+    backbone, _ = read_bundle_model(path, load_yaml(path / CONFIG).get("model", {}).get("arch"), source=f"file:{path}")
     return backbone
+
+
+def read_bundle_model(path: Path, arch: str | None, source: str):
+    """``(backbone with its weights, head state dict)`` of a checked bundle whose config names ``arch``."""
+    from .backbones import build_architecture
+
+    if not arch:
+        raise SftuneError(f"{path / CONFIG}: model.arch is missing; cannot rebuild the model")
+    backbone = build_architecture(arch, source=source)
+    backbone_state, head_state = split_weights(read_weights(path))
+    backbone.load_weights(backbone_state, origin=str(path / WEIGHTS))
+    return backbone, head_state
 
 
 # ------------------------------------------------------------------------- run folders

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from . import bundle as B
-from .backbones import build_architecture
 from .config import RunConfig, load_yaml, validate
 from .data import ImageDataset, Sample, build_transforms, find_unlabeled_images, make_loader
 from .data.sources import check_images, scan_class_folders, read_manifest, VAL_DIR_NAMES
@@ -38,13 +37,8 @@ class FineTunedModel:
         self.path = B.check_bundle(path)
         self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
         self.classes: list[str] = B.read_json(self.path / B.LABELS)["classes"]
-        arch = self.config.model.arch
-        if not arch:
-            raise SftuneError(f"{self.path / B.CONFIG}: model.arch is missing; cannot rebuild the model")
-        self.backbone = build_architecture(arch, source=self.config.model.name)
+        self.backbone, head_state = B.read_bundle_model(self.path, self.config.model.arch, source=self.config.model.name)
         self.head = ClassifierHead(self.backbone.num_features, len(self.classes))
-        backbone_state, head_state = B.split_weights(B.read_weights(self.path))
-        self.backbone.load_weights(backbone_state, origin=str(self.path / B.WEIGHTS))
         self.head.load_state_dict(head_state)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.bf16 = inference_bf16(self.device, precision)  # see sftune/precision.py
