@@ -226,7 +226,7 @@ def test_unknown_strategy_lists_available():
         _strategy("strategy.name=linear_prob")
     msg = str(e.value)
     assert "'linear_prob'" in msg and "did you mean 'linear_probe'" in msg
-    assert "available: bitfit, freeze_unfreeze, full, gradual_unfreeze, linear_probe, llrd, lp_ft" in msg
+    assert "available: auto, bitfit, freeze_unfreeze, full, gradual_unfreeze, linear_probe, llrd, lora, lp_ft, wise_ft" in msg
 
 
 def test_unfreeze_epoch_must_fit_in_epochs():

@@ -12,15 +12,15 @@ from sftune.config import DataConfig, StrategyConfig, TrainConfig
 from sftune.data import ImageClassificationData, build_transforms, find_labeled_images
 from sftune.errors import SftuneError
 from sftune.strategies import STRATEGIES, create_strategy
-from sftune.tasks import ImageClassifier
-from sftune.tasks.image_classification import _warmup_cosine
+from sftune.tasks import Classifier
+from sftune.optim import lr_multiplier
 
 
-def make_task(strategy_name: str, **options) -> ImageClassifier:
+def make_task(strategy_name: str, **options) -> Classifier:
     torch.manual_seed(0)
     backbone = Backbone(timm.create_model("test_efficientnet", pretrained=False), "test_efficientnet", "test")
     strategy = create_strategy(StrategyConfig(name=strategy_name, **options))
-    return ImageClassifier(backbone, 3, strategy, TrainConfig(lr=0.01, warmup_epochs=0), drop_rate=0.0)
+    return Classifier(backbone, 3, strategy, TrainConfig(lr=0.01, warmup_epochs=0), drop_rate=0.0)
 
 
 def make_data(root, backbone: Backbone) -> ImageClassificationData:
@@ -54,7 +54,7 @@ class Recorder(L.Callback):
         self.epochs[-1]["changed"] = {k for k, v in after.items() if not torch.equal(v, self._snapshot[k])}
 
 
-def fit(task: ImageClassifier, data_root, epochs: int) -> Recorder:
+def fit(task: Classifier, data_root, epochs: int) -> Recorder:
     recorder = Recorder()
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
@@ -111,12 +111,12 @@ def test_freeze_unfreeze_rejects_unfreezing_after_the_last_epoch():
 
 
 def test_schedule_warmup_cosine_and_delayed_start():
-    f = _warmup_cosine(start=0, warmup=4, total=100)
+    f = lr_multiplier("cosine", start=0, warmup=4, total=100)
     assert f(0) == pytest.approx(0.25 * 0.5 * (1 + torch.cos(torch.tensor(0.0)).item()))
     assert f(3) == pytest.approx(1.0, abs=1e-2)
     assert f(50) == pytest.approx(0.5, abs=1e-6)
     assert f(100) == pytest.approx(0.0, abs=1e-9)
-    g = _warmup_cosine(start=20, warmup=10, total=100)
+    g = lr_multiplier("cosine", start=20, warmup=10, total=100)
     assert g(19) == 0.0 and 0 < g(20) < g(25) and g(29) > g(35)
 
 

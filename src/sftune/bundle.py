@@ -3,7 +3,8 @@
 Layout::
 
     config.yaml        resolved RunConfig (model.arch filled in)
-    model.safetensors  "backbone.<timm key>" and "head.<key>" tensors
+    model.safetensors  "backbone.<timm key>" and "head.<key>" tensors (LoRA adapters merged in)
+    adapters.safetensors  LoRA runs: only the adapters ("backbone.<peft key>") and the head
     labels.json        {"classes": [...]} in class-index order
     metrics.json       final val metrics of the best checkpoint + per-epoch history
     lineage.json       parent model, data fingerprint, split, library versions
@@ -35,6 +36,7 @@ WEIGHTS = "model.safetensors"
 LABELS = "labels.json"
 METRICS = "metrics.json"
 LINEAGE = "lineage.json"
+ADAPTERS = "adapters.safetensors"  # LoRA runs only: the adapters (peft key names) + head
 CHECKPOINTS = "checkpoints"
 BUNDLE_FORMAT = 1
 
@@ -60,10 +62,16 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def save_weights(path: Path, backbone_state: dict[str, torch.Tensor], head_state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {f"backbone.{k}": v for k, v in backbone_state.items()}
+    tensors.update({f"head.{k}": v for k, v in head_state.items()})
+    save_tensors(path, tensors, metadata)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomic safetensors write (temp file + rename)."""
     from safetensors.torch import save_file
 
-    tensors = {f"backbone.{k}": v.detach().cpu().contiguous() for k, v in backbone_state.items()}
-    tensors.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in head_state.items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -64,14 +64,33 @@ class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(32, ge=1, description="per device")
     lr: float | None = Field(None, gt=0, description="head learning rate (default: the strategy's)")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW decoupled weight decay; never applied to norms/biases")
-    warmup_epochs: float = Field(1.0, ge=0, description="linear LR warm-up before the cosine decay")
+    optimizer: str = Field("adamw", description="any timm optimizer: adamw, sgd (nesterov momentum), lamb, lion, ...")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd-style optimizers")
+    weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay; never applied to norms/biases")
+    schedule: Literal["cosine", "onecycle", "constant"] = Field("cosine", description="LR schedule per optimizer step: warm-up + cosine, one-cycle, or warm-up + constant")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear LR warm-up (cosine, constant schedules)")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off; 0.2-0.8 typical); image batches only")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off; 1.0 typical); with mixup, one of the two per batch")
+    mixup_prob: float = Field(1.0, ge=0, le=1, description="share of batches that get mixup/cutmix")
+    ema: bool = Field(False, description="validate and save an exponential moving average of the weights")
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per step (warmed up: min(decay, (1+n)/(10+n)))")
     accumulate_grad_batches: int = Field(1, ge=1, description="optimizer step every N batches (effective batch = N x batch_size x devices)")
     auto_batch_size: bool = Field(False, description="GPU: largest per-step batch that fits (up to the effective batch), accumulating gradients to keep the effective batch")
     monitor: Literal["val/acc", "val/f1", "val/loss"] = Field("val/acc", description="metric for early stopping and best checkpoint")
     patience: int = Field(5, ge=0, description="early-stopping patience in epochs (0 = off)")
     seed: int = 42
+
+    @field_validator("optimizer")
+    @classmethod
+    def _check_optimizer(cls, v: str) -> str:
+        from .optim import check_optimizer_name
+        from .errors import SftuneError
+
+        try:
+            return check_optimizer_name(v)
+        except SftuneError as e:
+            raise ValueError(str(e).split(": ", 2)[-1]) from None
 
 
 class TrainerConfig(_Section):

@@ -6,6 +6,7 @@ end up in :func:`run_training`.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import platform
 import time
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
 from . import __version__
@@ -24,13 +25,16 @@ from . import bundle as B
 from .backbones import create_backbone
 from .config import RunConfig, dump_yaml, load_yaml, validate
 from .data import FeatureData, ImageClassificationData, build_transforms, find_labeled_images
-from .data.datamodule import default_workers
+from .data.datamodule import default_workers, make_loader
 from .data.feature_cache import cached_features, weights_hash
 from .errors import SftuneError
 from .eval import evaluate_logits
 from .precision import inference_bf16
-from .strategies import create_strategy
-from .tasks import ImageClassifier
+from .adapters import adapter_state_dict
+from .config import StrategyConfig
+from .strategies import create_strategy, strategy_options_of
+from .strategies.auto import Automatic, Choice
+from .tasks import Classifier
 
 # Settings that may change when continuing a run; anything else must match the saved config.
 RESUMABLE_CHANGES = ("train.epochs", "train.patience", "trainer.")
@@ -75,12 +79,19 @@ def run_training(
             log(f"warning: skipped {len(data.skipped)} unreadable file(s) in total (use --strict to make this an error)")
         backbone = create_backbone(config.model.name, config.model.pretrained, config.model.arch)
         config.model.arch = backbone.arch
+        train_tf, eval_tf = build_transforms(backbone.data_config(config.data.image_size), config.data)
+        workers = default_workers() if config.data.num_workers is None else config.data.num_workers
+        choice = None
+        if isinstance(strategy, Automatic):  # resolved here, so config.yaml (and --resume) hold the chosen strategy
+            choice = _choose_strategy(strategy, backbone, data, train_tf, eval_tf, config, workers, log)
+            config.strategy = StrategyConfig(name=choice.strategy, **choice.options)
+            strategy = create_strategy(config.strategy)
+            strategy.check(config.train.epochs)
         if run.is_writer and not resume:
             B.atomic_write_text(run.work / B.CONFIG, dump_yaml(config))
 
         # 2. Data pipeline and model.
-        train_tf, eval_tf = build_transforms(backbone.data_config(config.data.image_size), config.data)
-        task = ImageClassifier(backbone, len(data.classes), strategy, config.train, config.model.drop_rate)
+        task = Classifier(backbone, len(data.classes), strategy, config.train, config.model.drop_rate)
         task.channels_last = config.trainer.channels_last
         total = sum(p.numel() for p in task.parameters())
         log(
@@ -88,9 +99,9 @@ def run_training(
             f"({data.split['method']} split) | model: {config.model.name} ({backbone.arch}) | "
             f"strategy: {strategy.name}, {task.trainable_parameters():,} of {total:,} parameters train, lr {task.lr:g}"
         )
-        workers = default_workers() if config.data.num_workers is None else config.data.num_workers
         if strategy.probes_head and not resume:  # LP-FT: the head starts fitted to the frozen features
             _probe_head(strategy, task, _feature_data(backbone, data, train_tf, eval_tf, config, workers, log), log)
+        start_weights = _start_weights(task, run, resume) if strategy.keeps_start_weights else None
         if config.data.feature_cache and task.backbone_always_frozen():
             datamodule = _feature_data(backbone, data, train_tf, eval_tf, config, workers, log)
             task.inputs_are_features = True
@@ -111,6 +122,8 @@ def run_training(
         # save_last only writes when a new best is saved, which would make --resume lose epochs.
         last = ModelCheckpoint(dirpath=run.work / B.CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
         callbacks: list[Any] = [checkpoint, last, _ElapsedTime(started)]
+        if config.train.ema:
+            callbacks.append(EMA(config.train.ema_decay))
         if config.train.patience > 0:
             callbacks.append(EarlyStopping(monitor=config.train.monitor, mode=monitor_mode, patience=config.train.patience))
         if resume:
@@ -132,10 +145,18 @@ def run_training(
         best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         task.load_state_dict(best["state_dict"])
+        report = strategy.after_fit(task, start_weights, lambda: _evaluate_in_memory(task, datamodule, len(data.classes)))
         B.save_weights(run.work / B.WEIGHTS, task.backbone.weights(), task.head.state_dict(),
                        metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch})
+        adapters = adapter_state_dict(task.backbone.model)
+        if adapters:  # LoRA: the adapters alone, to re-apply to the same pretrained backbone (model.safetensors is merged)
+            B.save_weights(run.work / B.ADAPTERS, adapters, task.head.state_dict(),
+                           metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch, "base": config.model.name,
+                                     "peft_config": json.dumps(strategy_options_of(strategy))})
         B.atomic_write_json(run.work / B.LABELS, {"classes": data.classes})
-        B.atomic_write_json(run.work / B.LINEAGE, _lineage(config, data, backbone.source))
+        lineage = _lineage(config, data, backbone.source)
+        lineage["strategy"] = choice.to_dict() if choice else {"requested": strategy.name, "chosen": strategy.name}
+        B.atomic_write_json(run.work / B.LINEAGE, lineage)
         best_epoch = int(best["epoch"])
 
         if task.inputs_are_features:
@@ -150,6 +171,11 @@ def run_training(
             metrics = load(run.work, precision=config.trainer.inference_precision).evaluate(
                 data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
         metrics["skipped"] = len(data.skipped)
+        metrics.update(strategy=strategy.name, trainable_parameters=task.trainable_parameters(), total_parameters=total)
+        if choice:
+            metrics["strategy_choice"] = choice.to_dict()
+        if report:
+            metrics[strategy.name] = report
         metrics.update(
             best_epoch=best_epoch, epochs_run=trainer.current_epoch,
             seconds=round(time.time() - started, 1),
@@ -236,7 +262,7 @@ def _feature_data(backbone, data, train_tf, eval_tf, config: RunConfig, workers:
     return FeatureData(train_x, train_y, val_x, val_y, config.train.batch_size, config.train.seed)
 
 
-def _probe_head(strategy, task: ImageClassifier, features: FeatureData, log: Callable[[str], None]) -> None:
+def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable[[str], None]) -> None:
     train_x, train_y = features.train_set.tensors
     val_x, val_y = features.val_set.tensors
     before, after = strategy.fit_probe(task.head.fc, train_x, train_y)
@@ -246,7 +272,68 @@ def _probe_head(strategy, task: ImageClassifier, features: FeatureData, log: Cal
         f"fine-tuning everything from it")
 
 
-def _compute_options(trainer: L.Trainer, task: ImageClassifier, datamodule: Any, config: RunConfig, resume: bool,
+def _choose_strategy(auto: Automatic, backbone, data, train_tf, eval_tf, config: RunConfig, workers: int,
+                     log: Callable[[str], None]) -> Choice:
+    """``auto``: a quick probe on the (cached) frozen features, then the rule of strategies/auto.py."""
+    from .strategies.lp_ft import LinearProbeThenFineTune
+
+    features = _feature_data(backbone, data, train_tf, eval_tf, config, workers, log)
+    train_x, train_y = features.train_set.tensors
+    val_x, val_y = features.val_set.tensors
+    probe = torch.nn.Linear(train_x.shape[1], len(data.classes))
+    LinearProbeThenFineTune().fit_probe(probe, train_x, train_y)
+    with torch.inference_mode():
+        probe_acc = (probe(val_x).argmax(-1) == val_y).float().mean().item()
+    choice = auto.choose(len(data.train), len(data.classes), probe_acc, config.train.epochs)
+    log(f"auto: chose {choice.strategy} — {choice.why}")
+    return choice
+
+
+def _start_weights(task: Classifier, run: B.RunFolder, resume: bool) -> dict[str, torch.Tensor]:
+    """The weights training starts from (after any probe), kept on disk so a resumed run has them too."""
+    from safetensors.torch import load_file
+
+    path = run.work / B.CHECKPOINTS / "start.safetensors"
+    if resume and path.is_file():
+        return load_file(path)
+    state = {k: v.detach().cpu().clone() for k, v in task.state_dict().items()}
+    if run.is_writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        B.save_tensors(path, state)
+    return state
+
+
+def _evaluate_in_memory(task: Classifier, datamodule: Any, num_classes: int) -> dict[str, float]:
+    """Val metrics of the task's current weights, straight from the datamodule's val loader."""
+    task.eval()
+    device = next(task.parameters()).device
+    with torch.inference_mode():
+        # Every val example on this one process (the fit's val loader is sharded by rank).
+        loader = make_loader(datamodule.val_set, datamodule.val_batch_size(), datamodule.num_workers)
+        batches = [(task(_to_device(x, device)).float().cpu(), y) for x, y in loader]
+    return evaluate_logits(batches, num_classes, multi_label=task.multi_label)
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+
+
+class EMA(WeightAveraging):
+    """Lightning's weight-averaging callback with timm's EMA warm-up: the decay used at
+    update n is min(decay, (1 + n) / (10 + n)), so short fine-tunes (a few hundred steps)
+    average recent weights instead of staying at the pretrained start. Validation,
+    checkpoints (hence the bundle) use the averaged weights."""
+
+    def __init__(self, decay: float) -> None:
+        def ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+            n = float(num_averaged)
+            d = min(decay, (1.0 + n) / (10.0 + n))
+            return averaged * d + current * (1.0 - d)
+
+        super().__init__(avg_fn=ema, use_buffers=True)
+
+
+def _compute_options(trainer: L.Trainer, task: Classifier, datamodule: Any, config: RunConfig, resume: bool,
                      log: Callable[[str], None]) -> None:
     """torch.compile and the automatic per-step batch size, both opt-in."""
     if config.trainer.compile and not task.inputs_are_features:

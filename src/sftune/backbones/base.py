@@ -53,8 +53,10 @@ class Backbone(nn.Module):
         return cfg
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """State dict with timm's own key names (readable without sftune)."""
-        return self.model.state_dict()
+        """State dict with timm's own key names (readable without sftune); LoRA adapters merged in."""
+        from ..adapters import plain_state_dict
+
+        return plain_state_dict(self.model)
 
     def load_weights(self, state: dict[str, torch.Tensor], origin: str) -> None:
         from ..errors import SftuneError

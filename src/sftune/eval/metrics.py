@@ -6,18 +6,42 @@ from collections.abc import Iterable
 
 import torch
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MultilabelAccuracy,
+    MultilabelExactMatch,
+    MultilabelF1Score,
+    MultilabelPrecision,
+    MultilabelRecall,
+)
 
 HEADLINE = ("acc", "precision", "recall", "f1")
 
 
-def classification_metrics(num_classes: int, sync: bool = True) -> MetricCollection:
+def classification_metrics(num_classes: int, sync: bool = True, multi_label: bool = False) -> MetricCollection:
     """Accuracy (micro) and macro precision/recall/F1 — each class counts equally in the macro ones.
 
+    Multi-label (logits are per-class sigmoid scores, threshold 0.5): ``acc`` is the
+    per-label accuracy, ``exact_match`` the share of samples with every label right,
+    ``f1_micro`` pools all labels, ``f1`` averages the per-label F1.
     ``sync=False`` for a single process evaluating alone inside a distributed job
     (the final bundle evaluation on rank 0): no collective calls to other ranks.
     """
     common = {"sync_on_compute": sync}
+    if multi_label:
+        return MetricCollection(
+            {
+                "acc": MultilabelAccuracy(num_classes, average="micro", **common),
+                "exact_match": MultilabelExactMatch(num_classes, **common),
+                "precision": MultilabelPrecision(num_classes, average="macro", zero_division=0, **common),
+                "recall": MultilabelRecall(num_classes, average="macro", zero_division=0, **common),
+                "f1": MultilabelF1Score(num_classes, average="macro", zero_division=0, **common),
+                "f1_micro": MultilabelF1Score(num_classes, average="micro", zero_division=0, **common),
+            }
+        )
     return MetricCollection(
         {
             "acc": MulticlassAccuracy(num_classes, average="micro", **common),
@@ -28,14 +52,22 @@ def classification_metrics(num_classes: int, sync: bool = True) -> MetricCollect
     )
 
 
-def evaluate_logits(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int) -> dict[str, float]:
-    """Headline metrics and mean cross-entropy over ``(logits (B, C), labels (B,))`` batches, streamed."""
-    metrics = classification_metrics(num_classes, sync=False)
+def evaluate_logits(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+                    multi_label: bool = False) -> dict[str, float]:
+    """Headline metrics and mean loss over ``(logits (B, C), labels)`` batches, streamed.
+
+    Labels are class indices (B,), or multi-hot (B, C) with ``multi_label`` (loss = BCE summed over classes).
+    """
+    metrics = classification_metrics(num_classes, sync=False, multi_label=multi_label)
     loss_sum, n = 0.0, 0
     for logits, labels in batches:
         logits = logits.float()
-        metrics.update(logits, labels)
-        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        if multi_label:
+            metrics.update(logits.sigmoid(), labels.int())
+            loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum").item()
+        else:
+            metrics.update(logits, labels)
+            loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         n += len(labels)
     if n == 0:
         return {"n": 0}

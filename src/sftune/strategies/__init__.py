@@ -8,10 +8,10 @@ from pydantic import ValidationError
 
 from ..config import StrategyConfig
 from ..errors import SftuneError, did_you_mean
-from . import bitfit, freeze_unfreeze, full, gradual_unfreeze, linear_probe, llrd, lp_ft  # noqa: F401  (registers the classes)
+from . import auto, bitfit, freeze_unfreeze, full, gradual_unfreeze, linear_probe, llrd, lora, lp_ft, wise_ft  # noqa: F401  (registers the classes)
 from .base import STRATEGIES, ParamGroup, Strategy
 
-__all__ = ["STRATEGIES", "ParamGroup", "Strategy", "create_strategy", "strategy_options"]
+__all__ = ["STRATEGIES", "ParamGroup", "Strategy", "create_strategy", "strategy_options", "strategy_options_of"]
 
 
 def create_strategy(cfg: StrategyConfig) -> Strategy:
@@ -36,3 +36,8 @@ def strategy_options(cls: type[Strategy]) -> dict[str, object]:
     """Option names and their defaults, e.g. {"unfreeze_epoch": 3, "backbone_lr_scale": 0.1}."""
     defaults = cls()
     return {f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)}
+
+
+def strategy_options_of(strategy: Strategy) -> dict[str, object]:
+    """A strategy instance as config: {"name": "lora", "rank": 8, ...}."""
+    return {"name": strategy.name, **{f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy)}}

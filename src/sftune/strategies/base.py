@@ -18,14 +18,15 @@ Adding a strategy = one new class registered in ``STRATEGIES``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+import torch
 from torch import nn
 
 from .._registry import Registry
 
 if TYPE_CHECKING:
-    from ..tasks.image_classification import ImageClassifier
+    from ..tasks.classification import Classifier
 
 
 @dataclass
@@ -43,9 +44,20 @@ class Strategy:
     default_lr: ClassVar[float]
     summary: ClassVar[str]
     probes_head: ClassVar[bool] = False  # True: fit_probe() fits the head on frozen features before training
+    keeps_start_weights: ClassVar[bool] = False  # True: the engine saves the weights training starts from for after_fit()
 
-    def param_groups(self, task: "ImageClassifier") -> list[ParamGroup]:
+    def prepare(self, task: "Classifier") -> None:
+        """Change the model before its param groups are taken (e.g. inject LoRA adapters)."""
+
+    def param_groups(self, task: "Classifier") -> list[ParamGroup]:
         raise NotImplementedError
+
+    def after_fit(self, task: "Classifier", start: dict[str, torch.Tensor] | None,
+                  evaluate: Callable[[], dict[str, float]]) -> dict[str, Any] | None:
+        """Adjust the best weights after training (e.g. WiSE-FT interpolation); returns a report
+        for metrics.json. ``start``: the task's state dict before training (keeps_start_weights);
+        ``evaluate()``: val metrics of the task's current weights."""
+        return None
 
     def min_epochs(self) -> int:
         """Epochs that must run before early stopping may end the run."""
@@ -58,15 +70,15 @@ class Strategy:
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
-def head_params(task: "ImageClassifier") -> list[nn.Parameter]:
+def head_params(task: "Classifier") -> list[nn.Parameter]:
     return list(task.head.parameters())
 
 
-def backbone_params(task: "ImageClassifier") -> list[nn.Parameter]:
+def backbone_params(task: "Classifier") -> list[nn.Parameter]:
     return list(task.backbone.parameters())
 
 
-def backbone_layer_groups(task: "ImageClassifier") -> list[list[nn.Parameter]]:
+def backbone_layer_groups(task: "Classifier") -> list[list[nn.Parameter]]:
     """The backbone's parameters grouped by depth, input side first (timm's group_matcher)."""
     by_name = dict(task.backbone.model.named_parameters())
     return [[by_name[n] for n in names] for names in task.backbone.layer_groups() if names]

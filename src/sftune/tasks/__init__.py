@@ -1,5 +1,5 @@
-"""One LightningModule per task."""
+"""One LightningModule per task kind; classification serves images and text alike."""
 
-from .image_classification import ImageClassifier
+from .classification import Classifier
 
-__all__ = ["ImageClassifier"]
+__all__ = ["Classifier"]

@@ -1,4 +1,10 @@
-"""Image classification as a LightningModule: backbone -> head -> cross-entropy."""
+"""Classification as a LightningModule: backbone -> head -> loss, for any input the backbone takes.
+
+Images (B, 3, H, W), tokenized text (a dict of (B, T) tensors) or cached backbone
+features (B, F) all go through the same module: the task only needs the backbone
+to return pooled features (B, F). Single-label uses cross-entropy (with label
+smoothing, mixup/cutmix for images); multi-label uses a sigmoid per class (BCE).
+"""
 
 from __future__ import annotations
 
@@ -16,19 +22,28 @@ from .. import rng
 from ..errors import SftuneError
 from ..eval import classification_metrics
 from ..heads import ClassifierHead
+from ..optim import build_optimizer, default_lr, lr_multiplier
 from ..strategies import ParamGroup, Strategy
 
 
-class ImageClassifier(L.LightningModule):
-    def __init__(self, backbone: Backbone, num_classes: int, strategy: Strategy, train_cfg: TrainConfig, drop_rate: float = 0.0) -> None:
+class Classifier(L.LightningModule):
+    def __init__(self, backbone: nn.Module, num_classes: int, strategy: Strategy, train_cfg: TrainConfig,
+                 drop_rate: float = 0.0, multi_label: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = ClassifierHead(backbone.num_features, num_classes, drop_rate)
+        self.num_classes = num_classes
+        self.multi_label = multi_label
         self.strategy = strategy
         self.train_cfg = train_cfg
-        self.lr = train_cfg.lr or strategy.default_lr
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=train_cfg.label_smoothing)
-        self.val_metrics = classification_metrics(num_classes)
+        self.lr = train_cfg.lr or default_lr(strategy.default_lr, train_cfg.optimizer)
+        if multi_label:
+            self.criterion: nn.Module = nn.BCEWithLogitsLoss()
+        else:
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=train_cfg.label_smoothing)
+        self.val_metrics = classification_metrics(num_classes, multi_label=multi_label)
+        self.mixup = _mixup(train_cfg, num_classes) if not multi_label else None
+        strategy.prepare(self)  # e.g. LoRA adapters are injected into the backbone here
         self.groups: list[ParamGroup] = strategy.param_groups(self)
         self._backbone_frozen = False
         self.inputs_are_features = False  # True: batches hold cached backbone features (B, F), not images
@@ -39,16 +54,16 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ model
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: Any) -> torch.Tensor:
         if self.inputs_are_features:
-            return self.head(images)  # (B, F) -> (B, num_classes)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+            return self.head(inputs)  # (B, F) -> (B, num_classes)
+        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         if self._backbone_frozen:
             with torch.no_grad():  # no activations kept for a backbone that does not train
-                features = self.backbone(images)
+                features = self.backbone(inputs)
         else:
-            features = self.backbone(images)  # (B, F)
+            features = self.backbone(inputs)  # (B, F)
         return self.head(features)  # (B, num_classes)
 
     # ------------------------------------------------------- what trains, when
@@ -63,7 +78,7 @@ class ImageClassifier(L.LightningModule):
         self._backbone_frozen = not any(p.requires_grad for p in self.backbone.parameters())
         self.train(self.training)  # re-apply the BatchNorm rule below
 
-    def train(self, mode: bool = True) -> "ImageClassifier":
+    def train(self, mode: bool = True) -> "Classifier":
         super().train(mode)
         if mode:
             if self._backbone_frozen:
@@ -75,8 +90,8 @@ class ImageClassifier(L.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
-        if self.channels_last and not self.inputs_are_features:
-            self.backbone.to(memory_format=torch.channels_last)
+        if self.channels_last and not self.inputs_are_features and any(p.ndim == 4 for p in self.backbone.parameters()):
+            self.backbone.to(memory_format=torch.channels_last)  # convolutional backbones only
 
     def on_train_start(self) -> None:
         # Runs once, after a checkpoint was restored. Lightning skips on_train_epoch_start when it
@@ -101,10 +116,15 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        logits = self(images)
-        loss = self.criterion(logits, labels)
+    def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        inputs, labels = batch
+        if self.mixup is not None and not self.inputs_are_features and self.mixup.mix_prob > 0:
+            inputs, targets = _mix_batch(self.mixup, inputs, labels)
+            logits = self(inputs)
+            loss = torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()  # soft-target CE
+        else:
+            logits = self(inputs)
+            loss = self.criterion(logits.float() if self.multi_label else logits, labels)
         if not torch.isfinite(loss):
             raise SftuneError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, step {batch_idx}; "
@@ -113,11 +133,14 @@ class ImageClassifier(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
         return {"loss": loss, "output": logits.detach()}
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        logits = self(images)
-        loss = self.criterion(logits, labels)
-        self.val_metrics.update(logits, labels)
+    def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        inputs, labels = batch
+        logits = self(inputs)
+        loss = self.criterion(logits.float() if self.multi_label else logits, labels)
+        if self.multi_label:
+            self.val_metrics.update(logits.float().sigmoid(), labels.int())
+        else:
+            self.val_metrics.update(logits, labels)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(labels))
         return {"loss": loss, "output": logits}
 
@@ -129,21 +152,22 @@ class ImageClassifier(L.LightningModule):
     # -------------------------------------------------------------- optimizer
 
     def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.train_cfg
         param_groups, starts = [], []
         for group in self.groups:
             decay = [p for p in group.params if p.ndim > 1]
             no_decay = [p for p in group.params if p.ndim <= 1]  # biases and norm weights
-            for params, wd in ((decay, self.train_cfg.weight_decay), (no_decay, 0.0)):
+            for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
                 if params:
                     param_groups.append({"params": params, "lr": self.lr * group.lr_scale, "weight_decay": wd, "name": group.name})
                     starts.append(group.start_epoch)
         fused = torch.cuda.is_available() and self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(param_groups, fused=fused or None)
+        optimizer = build_optimizer(param_groups, cfg.optimizer, cfg.weight_decay, cfg.momentum, fused=fused)
 
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, math.ceil(total_steps / max(1, self.trainer.max_epochs or 1)))
-        warmup = max(1, round(self.train_cfg.warmup_epochs * steps_per_epoch))
-        lambdas = [_warmup_cosine(start * steps_per_epoch, warmup, total_steps) for start in starts]
+        warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+        lambdas = [lr_multiplier(cfg.schedule, start * steps_per_epoch, warmup, total_steps) for start in starts]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -164,15 +188,24 @@ class ImageClassifier(L.LightningModule):
         return [[g.name, g.start_epoch, float(g.lr_scale), sum(p.numel() for p in g.params)] for g in self.groups]
 
 
-def _warmup_cosine(start: int, warmup: int, total: int):
-    """LR multiplier at optimizer step ``s``: 0 before ``start``, linear warm-up over
-    ``warmup`` steps, then cosine decay to 0 at ``total`` (SGDR-style, no restarts)."""
+def _mixup(cfg: TrainConfig, num_classes: int):
+    """timm's Mixup/CutMix (one of the two per batch when both are on), or None when off."""
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    from timm.data import Mixup
 
-    def factor(step: int) -> float:
-        if step < start:
-            return 0.0
-        ramp = min(1.0, (step - start + 1) / warmup)
-        progress = min(1.0, step / max(1, total))
-        return ramp * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                 label_smoothing=cfg.label_smoothing, num_classes=num_classes)
 
-    return factor
+
+def _mix_batch(mixup: Any, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixed images and soft targets (B, C). timm mixes a batch with its flipped self and
+    needs an even size: an odd last sample keeps its image and a smoothed one-hot target."""
+    from timm.data.mixup import mixup_target
+
+    even = len(images) - len(images) % 2
+    targets = mixup_target(labels, mixup.num_classes, lam=1.0, smoothing=mixup.label_smoothing)
+    if even >= 2:
+        images = images.clone()  # timm mixes in place
+        images[:even], targets[:even] = mixup(images[:even], labels[:even])
+    return images, targets
