@@ -22,17 +22,15 @@ from lightning.pytorch.loggers import CSVLogger
 
 from . import __version__
 from . import bundle as B
-from .backbones import create_backbone
 from .config import RunConfig, dump_yaml, load_yaml, validate
-from .data import FeatureData, ImageClassificationData, build_transforms, find_labeled_images
+from .data import FeatureData
 from .data.datamodule import default_workers, make_loader
-from .data.feature_cache import cached_features, weights_hash
 from .errors import SftuneError
 from .eval import evaluate_logits
-from .precision import inference_bf16
 from .adapters import adapter_state_dict
 from .config import StrategyConfig
-from .strategies import create_strategy, strategy_options_of
+from .pipelines import Pipeline, create_pipeline
+from .strategies import Strategy, create_strategy, strategy_options_of
 from .strategies.auto import Automatic, Choice
 from .tasks import Classifier
 
@@ -71,46 +69,34 @@ def run_training(
     run = B.RunFolder.open(out, resume=resume, overwrite=overwrite)  # a work folder renamed into place at the end
     try:
         L.seed_everything(config.train.seed, workers=True, verbose=False)
-        data = find_labeled_images(config.data.path, config.data.val_path, config.data.val_fraction,
-                                   config.train.seed, config.data.strict)
-        for path, reason in data.skipped[:5]:
-            log(f"warning: skipped {path}: {reason}")
-        if data.skipped:
-            log(f"warning: skipped {len(data.skipped)} unreadable file(s) in total (use --strict to make this an error)")
-        backbone = create_backbone(config.model.name, config.model.pretrained, config.model.arch)
-        config.model.arch = backbone.arch
-        train_tf, eval_tf = build_transforms(backbone.data_config(config.data.image_size), config.data)
         workers = default_workers() if config.data.num_workers is None else config.data.num_workers
+        pipeline = create_pipeline(config, workers, log)  # images or text: data, backbone, caches
+        pipeline.load()
+        data, backbone = pipeline.data, pipeline.backbone
         choice = None
         if isinstance(strategy, Automatic):  # resolved here, so config.yaml (and --resume) hold the chosen strategy
-            choice = _choose_strategy(strategy, backbone, data, train_tf, eval_tf, config, workers, log)
+            choice = _choose_strategy(strategy, pipeline, log)
             config.strategy = StrategyConfig(name=choice.strategy, **choice.options)
             strategy = create_strategy(config.strategy)
             strategy.check(config.train.epochs)
         if run.is_writer and not resume:
             B.atomic_write_text(run.work / B.CONFIG, dump_yaml(config))
 
-        # 2. Data pipeline and model.
-        task = Classifier(backbone, len(data.classes), strategy, config.train, config.model.drop_rate)
-        task.channels_last = config.trainer.channels_last
+        # 2. Model, then what it trains on: cached features when the backbone never trains, raw inputs otherwise.
+        task = build_task(config, pipeline, strategy)
         total = sum(p.numel() for p in task.parameters())
         log(
-            f"data: {len(data.train)} train / {len(data.val)} val images, {len(data.classes)} classes "
-            f"({data.split['method']} split) | model: {config.model.name} ({backbone.arch}) | "
+            f"data: {pipeline.describe()} | model: {config.model.name} ({backbone.arch}) | "
             f"strategy: {strategy.name}, {task.trainable_parameters():,} of {total:,} parameters train, lr {task.lr:g}"
         )
         if strategy.probes_head and not resume:  # LP-FT: the head starts fitted to the frozen features
-            _probe_head(strategy, task, _feature_data(backbone, data, train_tf, eval_tf, config, workers, log), log)
+            _probe_head(strategy, task, pipeline.features(), log)
         start_weights = _start_weights(task, run, resume) if strategy.keeps_start_weights else None
         if config.data.feature_cache and task.backbone_always_frozen():
-            datamodule = _feature_data(backbone, data, train_tf, eval_tf, config, workers, log)
+            datamodule = pipeline.features()
             task.inputs_are_features = True
         else:
-            decoded = _decoded_train_images(data, backbone.data_config(config.data.image_size), config, workers, log)
-            datamodule = ImageClassificationData(
-                data.train, data.val, data.classes, train_tf, eval_tf, config.train.batch_size, workers, config.train.seed,
-                decoded_train=decoded,
-            )
+            datamodule = pipeline.datamodule()
 
         # 3. Lightning does the loop: checkpoints, early stopping, devices, precision.
         monitor_mode = "min" if config.train.monitor == "val/loss" else "max"
@@ -154,7 +140,7 @@ def run_training(
                            metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch, "base": config.model.name,
                                      "peft_config": json.dumps(strategy_options_of(strategy))})
         B.atomic_write_json(run.work / B.LABELS, {"classes": data.classes})
-        lineage = _lineage(config, data, backbone.source)
+        lineage = _lineage(config, pipeline.lineage(), backbone.source)
         lineage["strategy"] = choice.to_dict() if choice else {"requested": strategy.name, "chosen": strategy.name}
         B.atomic_write_json(run.work / B.LINEAGE, lineage)
         best_epoch = int(best["epoch"])
@@ -216,52 +202,6 @@ class _ElapsedTime(L.Callback):
             pl_module.log("time/train_s", float(self.train_seconds))
 
 
-def _decoded_train_images(data, data_cfg: dict[str, Any], config: RunConfig, workers: int, log: Callable[[str], None]):
-    """Training images decoded once into a memory-mapped cache (several epochs on images only)."""
-    if not config.data.decode_cache or config.train.epochs < 2:
-        return None
-    from .data.decoded_cache import decoded_images
-
-    # The random-resized crop needs no more than the eval resize (input_size / crop_pct, 256 px for 224).
-    short_side = round(data_cfg["input_size"][-1] / data_cfg.get("crop_pct", 0.875))
-    started = time.time()
-    try:
-        decoded, hit = decoded_images(data.train, [data.digests[s.path] for s in data.train], short_side, workers)
-    except OSError as e:  # a read-only or full cache folder costs speed, never the run
-        log(f"warning: decoded-image cache unavailable ({e}); reading the files every epoch")
-        return None
-    source = "from the cache" if hit else f"{time.time() - started:.1f} s"
-    log(f"images: {len(data.train)} training images decoded once, short side at most {short_side} px ({source})")
-    return decoded
-
-
-def _feature_data(backbone, data, train_tf, eval_tf, config: RunConfig, workers: int, log: Callable[[str], None]) -> FeatureData:
-    """The frozen backbone runs once per image (or comes from the on-disk cache)."""
-    started = time.time()
-    device = torch.device("cuda" if torch.cuda.is_available() and config.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu")
-    model_hash = weights_hash(backbone)
-    precision = "bf16" if inference_bf16(device, config.trainer.inference_precision) else "32"
-    common = dict(batch_size=max(64, config.train.batch_size), num_workers=workers, device=device, precision=precision)
-    index = data.class_to_idx
-
-    def features(samples, transform, views=0):
-        digests = [data.digests[s.path] for s in samples]
-        return cached_features(backbone, model_hash, samples, digests, transform, views=views, seed=config.train.seed, **common)
-
-    train_x, hit_train = features(data.train, eval_tf)
-    train_y = torch.tensor([index[s.label] for s in data.train])
-    val_x, hit_val = features(data.val, eval_tf)
-    val_y = torch.tensor([index[s.label] for s in data.val])
-    hits = [hit_train, hit_val]
-    if config.data.feature_views:
-        views_x, hit_views = features(data.train, train_tf, views=config.data.feature_views)
-        train_x, train_y = torch.cat([train_x, views_x]), torch.cat([train_y, train_y.repeat(config.data.feature_views)])
-        hits.append(hit_views)
-    source = "all from the cache" if all(hits) else f"{time.time() - started:.1f} s"
-    log(f"features: frozen backbone run once over {len(data.train) + len(data.val)} images ({source}); the head trains on them")
-    return FeatureData(train_x, train_y, val_x, val_y, config.train.batch_size, config.train.seed)
-
-
 def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable[[str], None]) -> None:
     train_x, train_y = features.train_set.tensors
     val_x, val_y = features.val_set.tensors
@@ -272,19 +212,29 @@ def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable
         f"fine-tuning everything from it")
 
 
-def _choose_strategy(auto: Automatic, backbone, data, train_tf, eval_tf, config: RunConfig, workers: int,
-                     log: Callable[[str], None]) -> Choice:
+def build_task(config: RunConfig, pipeline: Pipeline, strategy: Strategy) -> Classifier:
+    task = Classifier(pipeline.backbone, len(pipeline.data.classes), strategy, config.train, config.model.drop_rate,
+                      multi_label=getattr(pipeline.data, "multi_label", False))
+    task.channels_last = config.trainer.channels_last
+    return task
+
+
+def _choose_strategy(auto: Automatic, pipeline: Pipeline, log: Callable[[str], None]) -> Choice:
     """``auto``: a quick probe on the (cached) frozen features, then the rule of strategies/auto.py."""
     from .strategies.lp_ft import LinearProbeThenFineTune
 
-    features = _feature_data(backbone, data, train_tf, eval_tf, config, workers, log)
+    features = pipeline.features()
     train_x, train_y = features.train_set.tensors
     val_x, val_y = features.val_set.tensors
-    probe = torch.nn.Linear(train_x.shape[1], len(data.classes))
-    LinearProbeThenFineTune().fit_probe(probe, train_x, train_y)
-    with torch.inference_mode():
-        probe_acc = (probe(val_x).argmax(-1) == val_y).float().mean().item()
-    choice = auto.choose(len(data.train), len(data.classes), probe_acc, config.train.epochs)
+    data = pipeline.data
+    if getattr(data, "multi_label", False):
+        probe_acc = 0.0  # the probe rule is for single-label data; multi-label goes by size alone
+    else:
+        probe = torch.nn.Linear(train_x.shape[1], len(data.classes))
+        LinearProbeThenFineTune().fit_probe(probe, train_x, train_y)
+        with torch.inference_mode():
+            probe_acc = (probe(val_x).argmax(-1) == val_y).float().mean().item()
+    choice = auto.choose(len(data.train), len(data.classes), probe_acc, pipeline.config.train.epochs)
     log(f"auto: chose {choice.strategy} — {choice.why}")
     return choice
 
@@ -430,7 +380,7 @@ def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
     return validate(merged, source=str(saved_path))
 
 
-def _lineage(config: RunConfig, data, backbone_source: str) -> dict[str, Any]:
+def _lineage(config: RunConfig, data: dict[str, Any], backbone_source: str) -> dict[str, Any]:
     import lightning
     import timm
 
@@ -441,17 +391,10 @@ def _lineage(config: RunConfig, data, backbone_source: str) -> dict[str, Any]:
     return {
         "format": B.BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": config.task,
         "model": {"name": config.model.name, "arch": config.model.arch, "pretrained": config.model.pretrained},
         "parent": parent,
-        "data": {
-            "path": str(Path(config.data.path).absolute()) if config.data.path else None,
-            "fingerprint_sha256": data.fingerprint,
-            "train_images": len(data.train),
-            "val_images": len(data.val),
-            "classes": data.classes,
-            "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
-            "split": data.split,
-        },
+        "data": data,
         "versions": {
             "sftune": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "lightning": lightning.__version__, "python": platform.python_version(),

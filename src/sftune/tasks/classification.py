@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..backbones import Backbone
 from ..config import TrainConfig
 from .. import rng
 from ..errors import SftuneError
