@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sftune.config import RunConfig, build_config, parse_override, validate
+from sftune.config import resolve_task, RunConfig, build_config, parse_override, validate
 from sftune.errors import SftuneError
 from sftune.strategies import create_strategy
 
@@ -21,8 +21,13 @@ def _write(tmp_path, text: str, name: str = "run.yaml"):
 def test_defaults():
     cfg = build_config()
     assert isinstance(cfg, RunConfig)
-    assert cfg.task == "image_classification"
-    assert cfg.model.name == "efficientnet_lite0" and cfg.model.pretrained is True and cfg.model.arch is None
+    assert cfg.task == "auto" and cfg.model.name is None  # resolved from the model name / data at run time
+    resolved = resolve_task(build_config())
+    assert resolved.task == "image_classification"
+    assert resolved.model.name == "efficientnet_lite0" and cfg.model.pretrained is True and cfg.model.arch is None
+    text = resolve_task(build_config(overrides={"model.name": "minilm"}))
+    assert text.task == "text_classification"
+    assert resolve_task(build_config(overrides={"task": "text_classification"})).model.name == "minilm"
     assert cfg.strategy.name == "linear_probe" and cfg.strategy.options() == {}
     assert cfg.train.epochs == 10 and cfg.train.batch_size == 32 and cfg.train.lr is None
     assert cfg.train.seed == 42 and cfg.train.monitor == "val/acc"

@@ -5,6 +5,7 @@ Layout::
     config.yaml        resolved RunConfig (model.arch filled in)
     model.safetensors  "backbone.<timm key>" and "head.<key>" tensors (LoRA adapters merged in)
     adapters.safetensors  LoRA runs: only the adapters ("backbone.<peft key>") and the head
+    encoder/           text runs: the encoder's config.json + tokenizer, so predict needs nothing else
     labels.json        {"classes": [...]} in class-index order
     metrics.json       final val metrics of the best checkpoint + per-epoch history
     lineage.json       parent model, data fingerprint, split, library versions
@@ -36,6 +37,7 @@ WEIGHTS = "model.safetensors"
 LABELS = "labels.json"
 METRICS = "metrics.json"
 LINEAGE = "lineage.json"
+ENCODER = "encoder"  # text bundles: the encoder's config.json and tokenizer files (no weights)
 ADAPTERS = "adapters.safetensors"  # LoRA runs only: the adapters (peft key names) + head
 CHECKPOINTS = "checkpoints"
 BUNDLE_FORMAT = 1
@@ -131,12 +133,22 @@ def read_bundle_backbone(path: Path):
     from .config import load_yaml
 
     path = check_bundle(path)
-    backbone, _ = read_bundle_model(path, load_yaml(path / CONFIG).get("model", {}).get("arch"), source=f"file:{path}")
+    model = load_yaml(path / CONFIG).get("model", {})
+    backbone, _ = read_bundle_model(path, model.get("arch"), source=f"file:{path}", pooling=model.get("pooling"))
     return backbone
 
 
-def read_bundle_model(path: Path, arch: str | None, source: str):
-    """``(backbone with its weights, head state dict)`` of a checked bundle whose config names ``arch``."""
+def read_bundle_model(path: Path, arch: str | None, source: str, pooling: str | None = None):
+    """``(backbone with its weights, head state dict)`` of a checked bundle whose config names ``arch``.
+
+    Text bundles carry their encoder's config and tokenizer in ``encoder/``."""
+    if (path / ENCODER).is_dir():
+        from .backbones.text import text_backbone_from_folder
+
+        backbone = text_backbone_from_folder(path / ENCODER, pooling if pooling in ("cls", "mean") else "mean", source)
+        backbone_state, head_state = split_weights(read_weights(path))
+        backbone.load_weights(backbone_state, origin=str(path / WEIGHTS))
+        return backbone, head_state
     from .backbones import build_architecture
 
     if not arch:

@@ -33,6 +33,14 @@ class DataConfig(_Section):
     decode_cache: bool = Field(True, description="training on images for several epochs: decode and resize each image once (memory-mapped)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once (cached on disk), train the head on them")
     feature_views: int = Field(0, ge=0, le=64, description="extra augmented views per training image in the feature cache")
+    # Text data (task text_classification)
+    text_column: str | int | None = Field(None, description="text: column holding the text (default: text, sentence, ...; or an index for headerless files)")
+    text_pair_column: str | int | None = Field(None, description="text: second text of sentence pairs (default: sentence2/hypothesis when present)")
+    label_column: str | int | None = Field(None, description="text: column holding the label(s) (default: label, labels, category, ...)")
+    multi_label: bool = Field(False, description="text: several labels per example (list, or a string split by label_separator)")
+    label_separator: str = Field(",", min_length=1, description="text, multi-label: separator inside a label string")
+    max_length: int = Field(128, ge=8, le=8192, description="text: tokens per example after truncation (batches pad to their longest)")
+    truncation_side: Literal["right", "left"] = Field("right", description="text: which end of a long text is cut")
 
     @field_validator("crop_scale")
     @classmethod
@@ -44,7 +52,8 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = Field("efficientnet_lite0", description="zoo name, timm:<name> or file:<path>; see `sftune models`")
+    name: str | None = Field(None, description="zoo name, timm:<name>, hf:<name or folder> or file:<path> (default: efficientnet_lite0 for images, minilm for text); see `sftune models`")
+    pooling: Literal["auto", "cls", "mean"] = Field("auto", description="text: sentence features from the first token or the mean over tokens (auto: what the model was trained with)")
     pretrained: bool = Field(True, description="load pretrained weights (False: random init, for tests)")
     arch: str | None = Field(None, description="timm architecture; resolved from name, needed for file:<state dict>")
     drop_rate: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier head")
@@ -118,7 +127,8 @@ class TrainerConfig(_Section):
 
 
 class RunConfig(_Section):
-    task: Literal["image_classification"] = "image_classification"
+    task: Literal["auto", "image_classification", "text_classification"] = Field(
+        "auto", description="auto: text when the model is a text encoder or the data is a text table, else images")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -237,3 +247,37 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def dump_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+DEFAULT_MODELS = {"image_classification": "efficientnet_lite0", "text_classification": "minilm"}
+
+
+def resolve_task(config: RunConfig) -> RunConfig:
+    """Fill in ``task`` (from the model name, else from the data) and the task's default model."""
+    if config.task == "auto":
+        from .backbones.text import is_text_model_name
+
+        if config.model.name and config.model.name.startswith("file:"):
+            is_text = _bundle_task(config.model.name[len("file:"):]) == "text_classification"
+        elif config.model.name:
+            is_text = is_text_model_name(config.model.name)
+        else:
+            from .data.texts import is_text_data
+
+            is_text = bool(config.data.path) and is_text_data(config.data.path)
+        config.task = "text_classification" if is_text else "image_classification"
+    if not config.model.name:
+        config.model.name = DEFAULT_MODELS[config.task]
+    return config
+
+
+
+def _bundle_task(path: str) -> str | None:
+    """The task of an sftune bundle used as a backbone (None for plain weight files)."""
+    saved = Path(path).expanduser() / "config.yaml"
+    if not saved.is_file():
+        return None
+    try:
+        return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task")
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None

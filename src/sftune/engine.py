@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from . import __version__
 from . import bundle as B
-from .config import RunConfig, dump_yaml, load_yaml, validate
+from .config import RunConfig, dump_yaml, load_yaml, resolve_task, validate
 from .data import FeatureData
 from .data.datamodule import default_workers, make_loader
 from .errors import SftuneError
@@ -59,6 +59,11 @@ def run_training(
         log = _silent  # every process of a distributed run executes this; one of them talks
     if resume:
         config = _resumed_config(Path(out), config)
+    config = resolve_task(config)  # task and default model from the model name / data
+    # AdamW's moment estimates for parameters whose gradient is zero (embedding rows of tokens a
+    # batch lacks) decay geometrically into subnormal floats, which x86 CPUs process ~100x slower:
+    # an epoch of a small BERT measured 39 s with subnormals, 0.5 s flushed to zero.
+    torch.set_flush_denormal(True)
     if not config.data.path:
         raise SftuneError("no training data: pass --data DIR (or set data.path in the config)")
 
@@ -139,7 +144,12 @@ def run_training(
             B.save_weights(run.work / B.ADAPTERS, adapters, task.head.state_dict(),
                            metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch, "base": config.model.name,
                                      "peft_config": json.dumps(strategy_options_of(strategy))})
-        B.atomic_write_json(run.work / B.LABELS, {"classes": data.classes})
+        if hasattr(backbone, "save_pretrained"):  # text: encoder config + tokenizer, so the bundle stands alone
+            backbone.save_pretrained(run.work / B.ENCODER)
+        labels: dict[str, Any] = {"classes": data.classes}
+        if task.multi_label:  # per-class decision thresholds, tuned for F1 on the val set
+            labels["thresholds"] = _tuned_thresholds(task, datamodule)
+        B.atomic_write_json(run.work / B.LABELS, labels)
         lineage = _lineage(config, pipeline.lineage(), backbone.source)
         lineage["strategy"] = choice.to_dict() if choice else {"requested": strategy.name, "chosen": strategy.name}
         B.atomic_write_json(run.work / B.LINEAGE, lineage)
@@ -150,13 +160,16 @@ def run_training(
             val_x, val_y = datamodule.val_set.tensors
             with torch.inference_mode():
                 task.eval()
-                metrics = evaluate_logits([(task.head(val_x), val_y)], len(data.classes))
+                logits = task.head(val_x)
+                if task.multi_label:  # 0 = each class's tuned threshold, as the bundle's predictor does
+                    logits = logits - torch.logit(torch.tensor(labels["thresholds"]))
+                metrics = evaluate_logits([(logits, val_y)], len(data.classes), multi_label=task.multi_label)
         else:
             from .predictor import load
 
             metrics = load(run.work, precision=config.trainer.inference_precision).evaluate(
                 data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
-        metrics["skipped"] = len(data.skipped)
+        metrics["skipped"] = len(getattr(data, "skipped", []))
         metrics.update(strategy=strategy.name, trainable_parameters=task.trainable_parameters(), total_parameters=total)
         if choice:
             metrics["strategy_choice"] = choice.to_dict()
@@ -171,7 +184,7 @@ def run_training(
         if best_path.name == "best.ckpt":
             best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
         final = run.commit()
-        return RunResult(final, metrics, config, data.skipped, time.time() - started)
+        return RunResult(final, metrics, config, getattr(data, "skipped", []), time.time() - started)
     except BaseException:
         run.discard_if_empty()
         raise
@@ -259,9 +272,22 @@ def _evaluate_in_memory(task: Classifier, datamodule: Any, num_classes: int) -> 
     device = next(task.parameters()).device
     with torch.inference_mode():
         # Every val example on this one process (the fit's val loader is sharded by rank).
-        loader = make_loader(datamodule.val_set, datamodule.val_batch_size(), datamodule.num_workers)
+        loader = make_loader(datamodule.val_set, datamodule.val_batch_size(), datamodule.num_workers,
+                             collate_fn=datamodule.collate_fn)
         batches = [(task(_to_device(x, device)).float().cpu(), y) for x, y in loader]
     return evaluate_logits(batches, num_classes, multi_label=task.multi_label)
+
+
+def _tuned_thresholds(task: Classifier, datamodule: Any) -> list[float]:
+    from .text_predictor import tune_thresholds
+
+    task.eval()
+    device = next(task.parameters()).device
+    loader = make_loader(datamodule.val_set, datamodule.val_batch_size(), datamodule.num_workers,
+                         collate_fn=datamodule.collate_fn)
+    with torch.inference_mode():
+        pairs = [(task(_to_device(x, device)).float().sigmoid().cpu(), y) for x, y in loader]
+    return tune_thresholds(torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs]))
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
@@ -319,7 +345,7 @@ def _silent(message: str) -> None:
     pass
 
 
-def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logger: Any):
+def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logger: Any, root_dir: str | None = None):
     """The Lightning Trainer; hardware/scale-out settings it rejects become one-line errors."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -346,6 +372,7 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
             log_every_n_steps=1,
             num_sanity_val_steps=0,
             use_distributed_sampler=False,  # our samplers shard by rank themselves (data/datamodule.py)
+            default_root_dir=root_dir,
         )
     except (ValueError, TypeError, ImportError, RuntimeError, MisconfigurationException) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

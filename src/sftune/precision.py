@@ -20,8 +20,12 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def inference_bf16(device: torch.device, requested: str = "auto") -> bool:
-    """True when inference on ``device`` should autocast to bfloat16."""
+def inference_bf16(device: torch.device, requested: str = "auto", convolutional: bool = True) -> bool:
+    """True when inference on ``device`` should autocast to bfloat16.
+
+    ``convolutional=False`` (transformer text encoders): ``auto`` keeps float32 on CPU, where
+    oneDNN's bf16 matmuls for these shapes measured 1.4x *slower* than float32 (MiniLM-L6, 2 cores).
+    """
     if requested not in CHOICES:
         from .errors import SftuneError
 
@@ -30,4 +34,4 @@ def inference_bf16(device: torch.device, requested: str = "auto") -> bool:
         return requested == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_native_bf16()
+    return device.type == "cpu" and convolutional and cpu_has_native_bf16()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,6 +16,9 @@ from .errors import SftuneError
 from .eval import evaluate_logits
 from .heads import ClassifierHead
 from .precision import inference_bf16
+
+if TYPE_CHECKING:
+    from .text_predictor import FineTunedTextModel
 
 
 @dataclass
@@ -136,9 +139,13 @@ def labeled_eval_samples(path: Path) -> list[Sample]:
     return scan_class_folders(path)
 
 
-def load(path: str | Path, device: str | None = None, precision: str = "auto") -> FineTunedModel:
-    """Load a bundle written by ``sftune train`` / :func:`sftune.finetune`.
+def load(path: str | Path, device: str | None = None, precision: str = "auto") -> "FineTunedModel | FineTunedTextModel":
+    """Load a bundle written by ``sftune train`` / :func:`sftune.finetune`: an image or a text classifier.
 
     ``precision``: ``auto`` (bfloat16 where the CPU/GPU has native bf16), ``32`` or ``bf16``.
     """
+    if (B.check_bundle(path) / B.ENCODER).is_dir():
+        from .text_predictor import FineTunedTextModel
+
+        return FineTunedTextModel(path, device=device, precision=precision)
     return FineTunedModel(path, device=device, precision=precision)

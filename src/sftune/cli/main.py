@@ -1,4 +1,4 @@
-"""``sftune`` command line: train, eval, predict, models, strategies, demo.
+"""``sftune`` command line: train, lr-find, eval, predict, models, strategies, demo.
 
 Errors the user can fix print one line (``error: ...``) and exit with status 2.
 """
@@ -50,31 +50,82 @@ def _devices(value: str | None) -> int | str | None:
     return int(value) if value.isdigit() else value
 
 
+# Flags shared by `train` and `lr-find`, and the config key each one sets.
+RUN_FLAGS = {
+    "data": "data.path", "val_data": "data.val_path", "task": "task", "model": "model.name", "arch": "model.arch",
+    "strategy": "strategy.name", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
+    "optimizer": "train.optimizer", "schedule": "train.schedule",
+    "patience": "train.patience", "image_size": "data.image_size", "seed": "train.seed",
+    "workers": "data.num_workers", "strict": "data.strict", "text_column": "data.text_column",
+    "text_pair_column": "data.text_pair_column", "label_column": "data.label_column", "multi_label": "data.multi_label",
+    "max_length": "data.max_length", "precision": "trainer.precision",
+    "accelerator": "trainer.accelerator", "devices": "trainer.devices", "num_nodes": "trainer.num_nodes",
+    "distributed": "trainer.distributed",
+}
+
+
+def _column(value: str | None) -> str | int | None:
+    """A column name, or a 0-based index for headerless files."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def run_options(command: Any) -> Any:
+    """The options that describe a run (data, model, strategy, training, hardware)."""
+    options = [
+        click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="YAML config; flags and --set override it."),
+        click.option("--data", help="Images: folder (train/[val/] or <class>/*) or CSV of path,label. "
+                                    "Text: CSV/TSV/JSONL/Parquet file, folder with train/val files, or a saved HF dataset."),
+        click.option("--val-data", help="Separate validation data (default: val/ or a val file beside the data, else a stratified split)."),
+        click.option("--task", type=click.Choice(["auto", "image_classification", "text_classification"]),
+                     help="Default auto: text when --model is a text encoder or --data is a text table."),
+        click.option("--model", help="Images: efficientnet_lite0 (default), timm:<name>, file:<path>. "
+                                     "Text: minilm (default), hf:<name or folder>. See `sftune models`."),
+        click.option("--arch", help="timm architecture of a file:<state dict> (e.g. resnet18)."),
+        click.option("--strategy", help="linear_probe (default), full, freeze_unfreeze, gradual_unfreeze, llrd, bitfit, "
+                                        "lp_ft, lora, wise_ft, auto. See `sftune strategies`."),
+        click.option("--epochs", type=int, help="Maximum epochs [10]."),
+        click.option("--batch-size", type=int, help="Examples per step per device [32]."),
+        click.option("--lr", type=float, help="Head learning rate [strategy default; x10 for sgd]."),
+        click.option("--optimizer", help="Any timm optimizer: adamw (default), sgd, lamb, lion, ..."),
+        click.option("--schedule", type=click.Choice(["cosine", "onecycle", "constant"]), help="LR schedule [cosine]."),
+        click.option("--patience", type=int, help="Early-stopping patience in epochs, 0 = off [5]."),
+        click.option("--image-size", type=int, help="Images: input size in px [the backbone's pretrained size]."),
+        click.option("--text-column", callback=lambda c, p, v: _column(v), help="Text: column with the text [text, sentence, ...]; a number for headerless files."),
+        click.option("--text-pair-column", callback=lambda c, p, v: _column(v), help="Text: second text of sentence pairs [sentence2, hypothesis]."),
+        click.option("--label-column", callback=lambda c, p, v: _column(v), help="Text: column with the label(s) [label, labels, category, ...]."),
+        click.option("--multi-label", is_flag=True, default=None, help="Text: several labels per example (BCE loss, per-class thresholds)."),
+        click.option("--max-length", type=int, help="Text: tokens per example after truncation [128]."),
+        click.option("--seed", type=int, help="Random seed; the same seed gives the same metrics on CPU [42]."),
+        click.option("--workers", type=int, help="DataLoader worker processes [min(4, cores); text: 0]."),
+        click.option("--strict", is_flag=True, default=None, help="Images: fail on unreadable files instead of skipping them."),
+        click.option("--precision", help="Training precision: auto (default: bf16-mixed on a capable GPU, else 32-true), 32-true, bf16-mixed, 16-mixed."),
+        click.option("--accelerator", help="cpu, gpu, mps or auto (default)."),
+        click.option("--devices", help="Devices per node: a number or auto."),
+        click.option("--num-nodes", type=int, help="Machines taking part (multi-node under torchrun/SLURM)."),
+        click.option("--distributed", help="Multi-device mode passed to Lightning: auto, ddp, ddp_spawn, fsdp."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. --set train.lr=1e-3 (repeatable)."),
+        click.option("--no-progress", is_flag=True, help="No progress bar (for logs and CI)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run_config(config_file: str | None, sets: tuple[str, ...], no_progress: bool, flags: dict[str, Any]):
+    from ..config import build_config
+
+    flags["devices"] = _devices(flags.get("devices"))
+    overrides = {RUN_FLAGS[k]: v for k, v in flags.items()}
+    if no_progress:
+        overrides["trainer.progress_bar"] = False
+    return build_config(file=config_file, overrides=overrides, sets=list(sets))
+
+
 @cli.command()
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="YAML config; flags and --set override it.")
-@click.option("--data", help="Image folder (train/[val/] or <class>/*) or CSV manifest with path,label columns.")
-@click.option("--val-data", help="Separate validation folder or CSV (default: <data>/val, else a stratified split).")
-@click.option("--model", help="Zoo name (efficientnet_lite0), timm:<name> or file:<path>. See `sftune models`.")
-@click.option("--arch", help="timm architecture of a file:<state dict> (e.g. resnet18).")
-@click.option("--strategy", help="Fine-tuning strategy: linear_probe (default), full, freeze_unfreeze, gradual_unfreeze, llrd, bitfit, lp_ft. See `sftune strategies`.")
-@click.option("--epochs", type=int, help="Maximum epochs [10].")
-@click.option("--batch-size", type=int, help="Images per step per device [32].")
-@click.option("--lr", type=float, help="Head learning rate [strategy default].")
-@click.option("--patience", type=int, help="Early-stopping patience in epochs, 0 = off [5].")
-@click.option("--image-size", type=int, help="Input size in px [the backbone's pretrained size].")
-@click.option("--seed", type=int, help="Random seed; the same seed gives the same metrics on CPU [42].")
-@click.option("--workers", type=int, help="DataLoader worker processes [min(4, cores)].")
-@click.option("--strict", is_flag=True, default=None, help="Fail on unreadable images instead of skipping them.")
-@click.option("--precision", help="Training precision: auto (default: bf16-mixed on a capable GPU, else 32-true), 32-true, bf16-mixed, 16-mixed.")
-@click.option("--accelerator", help="cpu, gpu, mps or auto (default).")
-@click.option("--devices", help="Devices per node: a number or auto.")
-@click.option("--num-nodes", type=int, help="Machines taking part (multi-node under torchrun/SLURM).")
-@click.option("--distributed", help="Multi-device mode passed to Lightning: auto, ddp, ddp_spawn, fsdp.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. --set train.lr=1e-3 (repeatable).")
+@run_options
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (the bundle) [runs/run-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out when this run finishes.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs and CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
 def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
           no_progress: bool, as_json: bool, **flags: Any) -> None:
@@ -82,34 +133,23 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
 
     \b
     The bundle (--out) holds config.yaml, model.safetensors, labels.json,
-    metrics.json, lineage.json, logs/ and checkpoints/. It is written to a
-    hidden .<name>.partial folder first and renamed when complete.
+    metrics.json, lineage.json, logs/ and checkpoints/ (text: encoder/ with the
+    tokenizer; lora: adapters.safetensors). It is written to a hidden
+    .<name>.partial folder first and renamed when complete.
 
     \b
     Examples:
       sftune train --data hymenoptera_data --model efficientnet_lite0 --strategy linear_probe --out runs/ants
+      sftune train --data SST-2/train.tsv --val-data SST-2/dev.tsv --strategy full --epochs 3 --out runs/sst2
       sftune train -c my.yaml --set train.epochs=20 --set strategy.unfreeze_epoch=5
       sftune train --out runs/ants --resume
     """
-    from ..config import build_config
     from ..engine import run_training
     from .. import default_out_dir
 
     if resume and not out:
         raise SftuneError("--resume needs --out: the folder of the run to continue")
-    keys = {
-        "data": "data.path", "val_data": "data.val_path", "model": "model.name", "arch": "model.arch",
-        "strategy": "strategy.name", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
-        "patience": "train.patience", "image_size": "data.image_size", "seed": "train.seed",
-        "workers": "data.num_workers", "strict": "data.strict", "precision": "trainer.precision",
-        "accelerator": "trainer.accelerator", "devices": "trainer.devices", "num_nodes": "trainer.num_nodes",
-        "distributed": "trainer.distributed",
-    }
-    flags["devices"] = _devices(flags.get("devices"))
-    overrides = {keys[k]: v for k, v in flags.items()}
-    if no_progress:
-        overrides["trainer.progress_bar"] = False
-    cfg = build_config(file=config_file, overrides=overrides, sets=list(sets))
+    cfg = _run_config(config_file, sets, no_progress, flags)
     result = run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite, log=output.info)
     if not result.metrics:
         return  # a non-zero-rank process of a distributed run
@@ -120,9 +160,46 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
         output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)")
 
 
+@cli.command(name="lr-find")
+@run_options
+@click.option("--plot", type=click.Path(dir_okay=False), default="lr_find.png", show_default=True,
+              help="Where the loss-vs-LR plot is written (PNG).")
+@click.option("--min-lr", type=float, default=1e-6, show_default=True)
+@click.option("--max-lr", type=float, default=1.0, show_default=True)
+@click.option("--steps", type=click.IntRange(min=10), default=100, show_default=True, help="Optimizer steps of the test.")
+@click.option("--json", "as_json", is_flag=True, help="Print the suggestion and the curve as JSON.")
+def lr_find(config_file: str | None, sets: tuple[str, ...], no_progress: bool, plot: str, min_lr: float, max_lr: float,
+            steps: int, as_json: bool, **flags: Any) -> None:
+    """Learning-rate range test: suggest train.lr for this data, model and strategy.
+
+    \b
+    The LR grows from --min-lr to --max-lr over --steps steps; the suggestion is
+    where the loss falls fastest. Nothing is saved but the plot.
+
+    \b
+    Example:
+      sftune lr-find --data hymenoptera_data --strategy full --plot lr.png
+      sftune train --data hymenoptera_data --strategy full --lr <suggested>
+    """
+    from ..lr_find import find_lr
+
+    cfg = _run_config(config_file, sets, no_progress, flags)
+    result = find_lr(cfg, plot=plot, min_lr=min_lr, max_lr=max_lr, steps=steps, log=output.info)
+    if as_json:
+        click.echo(json.dumps({"suggested_lr": result.suggestion, "strategy": result.strategy, "plot": str(result.plot),
+                               "lr": result.lrs, "loss": result.losses}, indent=2))
+        return
+    if result.suggestion is None:
+        output.info("lr-find: too few points for a suggestion; raise --steps or use more data")
+    else:
+        output.info(f"suggested lr: {result.suggestion:.3g}  (strategy {result.strategy}; "
+                    f"use --lr {result.suggestion:.3g}); plot: {result.plot}")
+
+
 @cli.command(name="eval")
 @click.argument("bundle", type=click.Path())
-@click.option("--data", required=True, help="Labeled images: a <class>/* folder, a train/val root (its val/ is used) or a CSV.")
+@click.option("--data", required=True, help="Images: a <class>/* folder, a train/val root (its val/ is used) or a CSV. "
+                                             "Text: a table file, a folder's val/dev file, or a saved HF dataset's validation split.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--strict", is_flag=True, help="Fail on unreadable images instead of skipping them.")
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
@@ -132,8 +209,9 @@ def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, precision: s
     """Evaluate a bundle on labeled data: accuracy, macro precision/recall/F1, loss.
 
     \b
-    Example:
+    Examples:
       sftune eval runs/ants --data hymenoptera_data/val
+      sftune eval runs/sst2 --data SST-2/dev.tsv
     """
     from ..predictor import load
 
@@ -146,22 +224,47 @@ def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, precision: s
 
 @cli.command()
 @click.argument("bundle", type=click.Path())
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes to show per image.")
+@click.argument("paths", nargs=-1)
+@click.option("--text", "texts", multiple=True, help="Text bundles: a text to classify (repeatable).")
+@click.option("--file", "text_file", type=click.Path(dir_okay=False),
+              help="Text bundles: a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet file.")
+@click.option("--column", callback=lambda c, p, v: _column(v), help="Text bundles: the --file column holding the texts [auto].")
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes to show per input.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
               help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON list of {path, label, score, top_k}.")
-def predict(bundle: str, paths: tuple[str, ...], top_k: int, batch_size: int, precision: str, as_json: bool) -> None:
-    """Classify images (files, or folders searched for images).
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of {path or text, label, score, top_k}.")
+def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], text_file: str | None, column: Any,
+            top_k: int, batch_size: int, precision: str, as_json: bool) -> None:
+    """Classify images (files, or folders searched for images) or texts.
 
     \b
-    Example:
+    Examples:
       sftune predict runs/ants photo.jpg more_photos/ --top-k 2
+      sftune predict runs/sst2 --text "a gripping, beautiful film" --text "dull and far too long"
+      sftune predict runs/sst2 --file reviews.txt --json
     """
     from ..predictor import load
 
-    predictions = load(bundle, precision=precision).predict(list(paths), top_k=top_k, batch_size=batch_size)
+    model = load(bundle, precision=precision)
+    is_text = hasattr(model, "collator")
+    if is_text:
+        if paths:
+            raise SftuneError(f"'{bundle}' classifies texts: pass them with --text \"...\" or --file FILE, not as paths")
+        inputs = list(texts)
+        if text_file:
+            from ..data.texts import read_texts_for_prediction
+
+            inputs += read_texts_for_prediction(text_file, column)
+        if not inputs:
+            raise SftuneError("nothing to classify: pass --text \"...\" (repeatable) or --file FILE")
+        predictions = model.predict(inputs, top_k=top_k, batch_size=batch_size)
+    else:
+        if texts or text_file:
+            raise SftuneError(f"'{bundle}' classifies images: pass image files or folders, not --text/--file")
+        if not paths:
+            raise SftuneError("nothing to classify: pass image files or folders after the bundle")
+        predictions = model.predict(list(paths), top_k=top_k, batch_size=batch_size)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:

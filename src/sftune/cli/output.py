@@ -23,7 +23,8 @@ def metrics_table(metrics: dict[str, Any], title: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     labels = {"acc": "accuracy", "precision": "precision (macro)", "recall": "recall (macro)", "f1": "F1 (macro)",
-              "loss": "loss (cross-entropy)", "n": "images", "skipped": "skipped files"}
+              "exact_match": "exact match (all labels)", "f1_micro": "F1 (micro)",
+              "loss": "loss", "n": "examples", "skipped": "skipped files"}
     for key, label in labels.items():
         if key in metrics:
             value = metrics[key]
@@ -32,14 +33,17 @@ def metrics_table(metrics: dict[str, Any], title: str) -> None:
 
 
 def predictions_table(predictions: list) -> None:
+    is_text = bool(predictions) and hasattr(predictions[0], "text")
     table = Table()
-    table.add_column("image")
+    table.add_column("text" if is_text else "image", overflow="fold")
     table.add_column("prediction")
     table.add_column("score", justify="right")
     table.add_column("top-k")
     for p in predictions:
         others = ", ".join(f"{lbl} {s:.2f}" for lbl, s in p.top_k[1:])
-        table.add_row(p.path, p.label, f"{p.score:.3f}", others)
+        shown = (p.text if len(p.text) <= 80 else p.text[:77] + "...") if is_text else p.path
+        label = ", ".join(p.label) if isinstance(p.label, list) else p.label
+        table.add_row(shown, label, f"{p.score:.3f}", others)
     console.print(table)
 
 
@@ -58,6 +62,16 @@ def models_table() -> None:
         table.add_row(name, entry.arch, size, entry.package, "yes" if entry.is_installed() else "no")
     console.print(table)
     info("also: timm:<name>  any timm model (pretrained weights from the Hugging Face hub: needs internet)")
+    from ..backbones.text import ZOO_TEXT
+
+    table = Table(title="offline text encoders (task text_classification)")
+    for col in ("name", "what", "pooling", "installed"):
+        table.add_column(col, no_wrap=True)
+    for name in ZOO_TEXT.list():
+        entry = ZOO_TEXT.get(name)
+        table.add_row(name, f"{entry.hub_id} ({entry.pretrained_on})", entry.pooling, "yes" if entry.is_installed() else "no")
+    console.print(table)
+    info("also: hf:<hub id or local folder>  any transformers encoder (hub ids need internet or the local HF cache)")
     info("      file:<path>  a .safetensors/.pth state dict (with --arch) or an sftune bundle folder")
 
 

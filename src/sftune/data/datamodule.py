@@ -126,11 +126,13 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None,
+                collate_fn: Callable | None = None) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
+        collate_fn=collate_fn,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
@@ -151,14 +153,16 @@ class _EpochAware(L.LightningDataModule):
     num_workers: int
     seed: int
 
+    collate_fn: Callable | None = None  # text: tokenizes each batch (dynamic padding)
+
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffle(len(self.train_set), self.seed)
         trainer = getattr(self, "trainer", None)
         sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
-        return make_loader(self.train_set, self.batch_size, self.num_workers, sampler)
+        return make_loader(self.train_set, self.batch_size, self.num_workers, sampler, self.collate_fn)
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.val_batch_size(), self.num_workers, Shard(len(self.val_set)))
+        return make_loader(self.val_set, self.val_batch_size(), self.num_workers, Shard(len(self.val_set)), self.collate_fn)
 
     def val_batch_size(self) -> int:
         return self.batch_size

@@ -92,7 +92,7 @@ def cached_features(
         features = torch.cat(passes)
     else:
         features = extract_features(backbone, samples, transform, batch_size, num_workers, device, precision)
-    _store(path, features)
+    store_features(path, features)
     return features, False
 
 
@@ -123,7 +123,7 @@ def cached_eval_features(backbone: Backbone, transform: Callable, digests: list[
     return lookup_features(_entry(weights_hash(backbone), transform, digests, 0, seed, precision))
 
 
-def _store(path: Path, features: torch.Tensor) -> None:
+def store_features(path: Path, features: torch.Tensor) -> None:
     from safetensors.torch import save_file
 
     try:

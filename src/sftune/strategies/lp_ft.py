@@ -48,7 +48,7 @@ class LinearProbeThenFineTune(Strategy):
             return loss
 
         with torch.enable_grad():
-            before = float(loss_fn())
+            before = float(loss_fn().detach())
             optimizer.step(closure)
-            after = float(loss_fn())
+            after = float(loss_fn().detach())
         return before, after

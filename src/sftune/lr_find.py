@@ -1,0 +1,103 @@
+"""``sftune lr-find``: the learning-rate range test (Smith 2017) with Lightning's Tuner.
+
+The LR grows exponentially from ``min_lr`` to ``max_lr`` over ``steps`` optimizer
+steps on the run's own model, strategy and data; the suggested LR is where the
+(smoothed) loss falls fastest. Every group that trains at epoch 0 moves at the
+same LR during the test (Lightning sets them all), so for strategies that scale
+groups (llrd, full's backbone_lr_scale) the suggestion is the head LR: pass it as
+train.lr and the strategy scales the other groups from it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import torch
+
+from .config import RunConfig, StrategyConfig, resolve_task
+from .data.datamodule import default_workers
+from .errors import SftuneError
+from .pipelines import create_pipeline
+from .strategies import create_strategy
+from .strategies.auto import Automatic
+
+
+@dataclass
+class LrFindResult:
+    suggestion: float | None
+    lrs: list[float]
+    losses: list[float]
+    plot: Path | None
+    strategy: str
+
+
+def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: float = 1e-6, max_lr: float = 1.0,
+            steps: int = 100, log: Callable[[str], None] = print) -> LrFindResult:
+    from lightning.pytorch.tuner import Tuner
+
+    from .engine import _choose_strategy, _make_trainer, _quiet_lightning, build_task
+
+    if not config.data.path:
+        raise SftuneError("no training data: pass --data DIR (or set data.path in the config)")
+    if not 0 < min_lr < max_lr:
+        raise SftuneError(f"--min-lr ({min_lr:g}) must be positive and below --max-lr ({max_lr:g})")
+    config = resolve_task(config)
+    torch.set_flush_denormal(True)  # see engine.run_training
+    strategy = create_strategy(config.strategy)
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    workers = default_workers() if config.data.num_workers is None else config.data.num_workers
+    pipeline = create_pipeline(config, workers, log)
+    pipeline.load()
+    if isinstance(strategy, Automatic):
+        choice = _choose_strategy(strategy, pipeline, log)
+        strategy = create_strategy(StrategyConfig(name=choice.strategy, **choice.options))
+    task = build_task(config, pipeline, strategy)
+    task.stop_on_nonfinite_loss = False
+    if config.data.feature_cache and task.backbone_always_frozen():
+        datamodule = pipeline.features()
+        task.inputs_are_features = True
+    else:
+        datamodule = pipeline.datamodule()
+    log(f"lr-find: {strategy.name} on {pipeline.describe()}; LR {min_lr:g} -> {max_lr:g} over {steps} steps")
+
+    with tempfile.TemporaryDirectory(prefix="sftune-lr-find-") as tmp, _quiet_lightning():
+        # Enough epochs for `steps` optimizer steps however small the data is.
+        epochs = max(1, -(-steps // max(1, len(datamodule.train_dataloader()))))
+        longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
+        trainer = _make_trainer(longer, 0, [], False, root_dir=tmp)  # its temporary checkpoint goes to tmp
+        finder = Tuner(trainer).lr_find(task, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
+                                        num_training=steps, update_attr=False)
+    if finder is None:
+        raise SftuneError("lr-find: the range test did not run (no training batches?)")
+    suggestion = finder.suggestion()
+    written = _save_plot(finder, Path(plot)) if plot else None
+    return LrFindResult(suggestion, [float(x) for x in finder.results["lr"]], [float(x) for x in finder.results["loss"]],
+                        written, strategy.name)
+
+
+def _save_plot(finder, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    fig = finder.plot(suggest=True)
+    ax = fig.axes[0]
+    suggestion = finder.suggestion()
+    ax.set_title(f"LR range test — suggested lr {suggestion:.2g}" if suggestion else "LR range test")
+    ax.grid(True, which="both", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

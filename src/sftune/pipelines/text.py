@@ -1,0 +1,141 @@
+"""Text: CSV/TSV/JSONL/Parquet/HF datasets -> transformers encoder -> dynamic-padding batches.
+
+A frozen encoder's sentence features are computed once and cached on disk like image
+features (key: encoder weights, pooling, max length, truncation side, every text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from ..backbones.text import TextBackbone, create_text_backbone
+from ..data import FeatureData
+from ..data.datamodule import _EpochAware
+from ..data.feature_cache import FORMAT, cache_root, lookup_features, store_features, weights_hash
+from ..data.text_batches import TextCollator, TextDataset
+from ..data.texts import LabeledTexts, TextSample, find_labeled_texts
+from ..precision import inference_bf16
+from .base import Pipeline
+
+
+class TextClassificationData(_EpochAware):
+    def __init__(self, train: list[TextSample], val: list[TextSample], classes: list[str], collator: TextCollator,
+                 batch_size: int, num_workers: int, seed: int, multi_label: bool) -> None:
+        super().__init__()
+        class_to_idx = {c: i for i, c in enumerate(classes)}
+        self.train_set = TextDataset(train, class_to_idx, multi_label)
+        self.val_set = TextDataset(val, class_to_idx, multi_label)
+        self.collate_fn = collator
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def val_batch_size(self) -> int:
+        return max(64, self.batch_size)
+
+
+class TextPipeline(Pipeline):
+    kind = "text"
+    data: LabeledTexts
+    backbone: TextBackbone
+
+    def load(self) -> None:
+        c = self.config.data
+        self.data = find_labeled_texts(c.path, c.val_path, c.val_fraction, self.config.train.seed, c.text_column,
+                                       c.label_column, c.text_pair_column, c.multi_label, c.label_separator)
+        pooling = None if self.config.model.pooling == "auto" else self.config.model.pooling
+        self.backbone = create_text_backbone(self.config.model.name, self.config.model.pretrained, pooling)
+        self.config.model.arch = self.backbone.arch
+        self.config.model.pooling = self.backbone.pooling  # saved resolved: the bundle rebuilds the same encoder
+        # Tokenizing happens in the main process per batch (fast tokenizers are Rust, batch-parallel):
+        # worker processes would only add start-up time and a tokenizer copy each.
+        self.workers = 0
+        self.collator = TextCollator(self.backbone.tokenizer, c.max_length, c.truncation_side)
+
+    def describe(self) -> str:
+        d = self.data
+        kind = "multi-label " if d.multi_label else ""
+        pairs = " sentence pairs" if d.columns.get("text_pair") else " texts"
+        return (f"{len(d.train)} train / {len(d.val)} val{pairs}, {len(d.classes)} {kind}classes "
+                f"({d.split['method']} split)")
+
+    def datamodule(self) -> L.LightningDataModule:
+        return TextClassificationData(self.data.train, self.data.val, self.data.classes, self.collator,
+                                      self.config.train.batch_size, self.workers, self.config.train.seed,
+                                      self.data.multi_label)
+
+    def _compute_features(self) -> FeatureData:
+        started = time.time()
+        config = self.config
+        device = torch.device("cuda" if torch.cuda.is_available() and config.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu")
+        precision = "bf16" if inference_bf16(device, config.trainer.inference_precision, convolutional=False) else "32"
+        model_hash = weights_hash(self.backbone)
+        dm = self.datamodule()
+        hits = []
+
+        def features(dataset: TextDataset) -> torch.Tensor:
+            path = self._entry(model_hash, dataset.samples, precision)
+            found = lookup_features(path)
+            hits.append(found is not None)
+            if found is not None:
+                return found
+            out = encode(self.backbone, dataset, self.collator, max(64, config.train.batch_size), device, precision)
+            store_features(path, out)
+            return out
+
+        train_x, val_x = features(dm.train_set), features(dm.val_set)
+        train_y = torch.stack([torch.as_tensor(dm.train_set[i][2]) for i in range(len(dm.train_set))])
+        val_y = torch.stack([torch.as_tensor(dm.val_set[i][2]) for i in range(len(dm.val_set))])
+        source = "all from the cache" if all(hits) else f"{time.time() - started:.1f} s"
+        self.log(f"features: frozen encoder run once over {len(train_x) + len(val_x)} texts ({source}); the head trains on them")
+        return FeatureData(train_x, train_y, val_x, val_y, config.train.batch_size, config.train.seed)
+
+    def _entry(self, model_hash: str, samples: list[TextSample], precision: str) -> Path:
+        c = self.config.data
+        h = hashlib.sha256(f"{FORMAT}|text|{model_hash}|{self.backbone.pooling}|{c.max_length}|{c.truncation_side}|{precision}".encode())
+        for s in samples:
+            h.update(s.text.encode())
+            h.update(b"\x00" + (s.text_pair or "").encode() + b"\x01")
+        key = h.hexdigest()
+        return cache_root() / "features" / key[:2] / f"{key}.safetensors"
+
+    def lineage(self) -> dict[str, Any]:
+        config, data = self.config, self.data
+        return {
+            "path": str(Path(config.data.path).absolute()) if config.data.path else None,
+            "val_path": str(Path(config.data.val_path).absolute()) if config.data.val_path else None,
+            "fingerprint_sha256": data.fingerprint,
+            "train_texts": len(data.train),
+            "val_texts": len(data.val),
+            "classes": data.classes,
+            "multi_label": data.multi_label,
+            "columns": data.columns,
+            "split": data.split,
+        }
+
+
+@torch.no_grad()  # not inference_mode: the features feed autograd later (LP-FT probe)
+def encode(backbone: TextBackbone, dataset: TextDataset, collator: TextCollator, batch_size: int,
+           device: torch.device, precision: str) -> torch.Tensor:
+    """Pooled sentence features ``(len(dataset), F)`` in float32, encoder in eval mode.
+
+    Texts are encoded in length order (less padding per batch) and put back in dataset order.
+    """
+    was_training = backbone.training
+    model = backbone.eval().to(device)
+    order = sorted(range(len(dataset)), key=lambda i: len(dataset.samples[i].text) + len(dataset.samples[i].text_pair or ""))
+    out = torch.empty(len(dataset), backbone.num_features)
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        inputs, _ = collator([dataset[i] for i in index])
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out[index] = model(inputs).float().cpu()
+    backbone.train(was_training)
+    return out

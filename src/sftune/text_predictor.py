@@ -1,0 +1,125 @@
+"""A fine-tuned text classifier loaded from its bundle: predict and evaluate, nothing else needed.
+
+The bundle's ``encoder/`` folder holds the encoder config and tokenizer, model.safetensors the
+weights, labels.json the classes (and, multi-label, the per-class decision thresholds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from . import bundle as B
+from .config import RunConfig, load_yaml, validate
+from .data.text_batches import TextCollator, TextDataset
+from .data.texts import TextSample, read_labeled_texts
+from .errors import SftuneError
+from .eval import evaluate_logits
+from .heads import ClassifierHead
+from .precision import inference_bf16
+
+
+@dataclass
+class TextPrediction:
+    text: str
+    label: str | list[str]  # multi-label: every class over its threshold
+    score: float  # probability of ``label`` (multi-label: of the most likely class)
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "label": self.label, "score": round(self.score, 6),
+                "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in self.top_k]}
+
+
+class FineTunedTextModel:
+    def __init__(self, path: str | Path, device: str | None = None, precision: str = "auto") -> None:
+        self.path = B.check_bundle(path)
+        self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
+        labels = B.read_json(self.path / B.LABELS)
+        self.classes: list[str] = labels["classes"]
+        self.multi_label: bool = self.config.data.multi_label
+        self.thresholds: list[float] = labels.get("thresholds") or [0.5] * len(self.classes)
+        self.backbone, head_state = B.read_bundle_model(self.path, self.config.model.arch, self.config.model.name,
+                                                        pooling=self.config.model.pooling)
+        self.head = ClassifierHead(self.backbone.num_features, len(self.classes))
+        self.head.load_state_dict(head_state)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.bf16 = inference_bf16(self.device, precision, convolutional=False)
+        self.model = torch.nn.Sequential(self.backbone, self.head).to(self.device).eval()
+        self.collator = TextCollator(self.backbone.tokenizer, self.config.data.max_length, self.config.data.truncation_side)
+
+    def __repr__(self) -> str:
+        return f"FineTunedTextModel({str(self.path)!r}, encoder={self.backbone.arch!r}, classes={len(self.classes)})"
+
+    @torch.inference_mode()
+    def logits(self, samples: list[TextSample], batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(logits (B, C), targets)`` batches in sample order; multi-label logits are shifted so
+        that 0 is each class's threshold (sigmoid 0.5 == the tuned threshold).
+
+        Texts are encoded in length-sorted batches exactly as training's feature pass does, so a
+        linear probe's metrics.json and ``sftune eval`` on the same texts agree to the bit."""
+        from .pipelines.text import encode
+
+        dataset = TextDataset(samples, {c: i for i, c in enumerate(self.classes)}, self.multi_label)
+        features = encode(self.backbone, dataset, self.collator, batch_size, self.device, "bf16" if self.bf16 else "32")
+        shift = torch.tensor([math.log(t / (1 - t)) for t in self.thresholds]) if self.multi_label else None
+        for start in range(0, len(dataset), batch_size):
+            index = range(start, min(start + batch_size, len(dataset)))
+            logits = self.head(features[start:index.stop].to(self.device)).float().cpu()
+            targets = torch.stack([torch.as_tensor(dataset[i][2]) for i in index])
+            yield (logits - shift if shift is not None else logits), targets
+
+    def predict(self, texts: list[str] | str, top_k: int = 1, batch_size: int = 64) -> list[TextPrediction]:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise SftuneError(f"text {empty[0] + 1} of {len(texts)} is empty; give non-empty texts")
+        samples = [TextSample(t, "") for t in texts]
+        k = max(1, min(top_k, len(self.classes)))
+        out: list[TextPrediction] = []
+        for logits, _ in self.logits(samples, batch_size):
+            probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
+            scores, idx = probs.topk(k, dim=-1)
+            for row, row_scores, row_idx in zip(probs, scores.tolist(), idx.tolist()):
+                ranked = [(self.classes[i], s) for i, s in zip(row_idx, row_scores)]
+                label: str | list[str] = ([self.classes[i] for i in (row >= 0.5).nonzero().flatten().tolist()]
+                                          if self.multi_label else ranked[0][0])
+                out.append(TextPrediction(samples[len(out)].text, label, ranked[0][1], ranked))
+        return out
+
+    def evaluate(self, data: str | Path | list[TextSample], batch_size: int = 64, **_: Any) -> dict[str, Any]:
+        """Metrics on labeled texts (a table file, a folder's val file, or a saved HF dataset's validation split)."""
+        c = self.config.data
+        samples = data if isinstance(data, list) else read_labeled_texts(
+            data, c.text_column, c.label_column, c.text_pair_column, c.multi_label, c.label_separator)
+        seen = {lbl for s in samples for lbl in ((s.label,) if isinstance(s.label, str) else s.label)}
+        unknown = sorted(seen - set(self.classes))
+        if unknown:
+            raise SftuneError(f"evaluation data has labels the model was not trained on: {', '.join(unknown[:10])}; "
+                              f"it knows: {', '.join(self.classes)}")
+        result = evaluate_logits(self.logits(samples, batch_size), len(self.classes), multi_label=self.multi_label)
+        if result["n"] == 0:
+            raise SftuneError(f"no labeled texts in '{data}'")
+        result["skipped"] = 0
+        return result
+
+
+def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Per-class threshold maximizing that class's F1 on ``probs (N, C)`` vs multi-hot ``targets``;
+    0.5 where a class has no positive example."""
+    grid = torch.linspace(0.05, 0.95, 19)
+    out = []
+    for c in range(probs.shape[1]):
+        y = targets[:, c].bool()
+        if not y.any():
+            out.append(0.5)
+            continue
+        pred = probs[:, c].unsqueeze(0) >= grid.unsqueeze(1)  # (G, N)
+        tp = (pred & y).sum(1).float()
+        f1 = 2 * tp / (pred.sum(1) + y.sum()).clamp(min=1)
+        out.append(round(float(grid[int(f1.argmax())]), 2))
+    return out
