@@ -398,6 +398,8 @@ def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
             dotted = f"{section}.{key}"
             if value == defaults[section].get(key) or value == merged[section].get(key) or key == "arch":
                 continue  # not asked to change
+            if dotted == "strategy.name" and value == "auto":
+                continue  # the original command of an auto run: the saved config holds what auto chose
             if not any(dotted == p or (p.endswith(".") and dotted.startswith(p)) for p in RESUMABLE_CHANGES):
                 raise SftuneError(
                     f"--resume continues the saved run: {dotted} is {merged[section].get(key)!r} there, not {value!r}; "
@@ -476,6 +478,7 @@ class _quiet_lightning:
             ".*LeafSpec.*",
             ".*litlogger.*",
             ".*sync_dist=True.*",  # val metrics are already synced by torchmetrics; train loss is rank 0's
+            ".*exists and is not empty.*",  # our own run folder (locked): resume, or wise_ft's start weights
         ):
             warnings.filterwarnings("ignore", message=message)
 

@@ -44,7 +44,8 @@ def check_optimizer_name(name: str) -> str:
 
 
 def default_lr(strategy_lr: float, optimizer: str) -> float:
-    return strategy_lr * SGD_DEFAULT_LR_FACTOR if optimizer in ("sgd", "momentum", "nesterov") else strategy_lr
+    sgd_like = "sgd" in optimizer or optimizer in ("momentum", "nesterov", "nesterovw")  # sgd, sgdw, sgdp, csgdc...
+    return strategy_lr * SGD_DEFAULT_LR_FACTOR if sgd_like else strategy_lr
 
 
 def build_optimizer(groups: Sequence[dict], name: str, weight_decay: float, momentum: float,
