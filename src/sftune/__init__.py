@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .engine import RunResult
     from .predictor import FineTunedModel
+    from .text_predictor import FineTunedTextModel
 
 
 def finetune(
@@ -24,26 +25,29 @@ def finetune(
     strategy: str | None = None,
     out: str | Path | None = None,
     config: str | Path | None = None,
+    val_data: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
     **overrides: Any,
 ) -> "RunResult":
     """Fine-tune ``model`` on ``data`` and write a bundle to ``out``.
 
+    ``data``: images or texts (the task is detected); ``val_data``: separate validation data.
     ``overrides`` are dotted config keys with ``__`` for dots, e.g.
     ``train__epochs=5, strategy__unfreeze_epoch=2``; ``config`` is a YAML file.
     """
     from .config import build_config
     from .engine import run_training
 
-    flat = {"data.path": str(data) if data is not None else None, "model.name": model, "strategy.name": strategy}
+    flat = {"data.path": str(data) if data is not None else None, "model.name": model, "strategy.name": strategy,
+            "data.val_path": str(val_data) if val_data is not None else None}
     flat.update({k.replace("__", "."): v for k, v in overrides.items()})
     cfg = build_config(file=config, overrides=flat)
     return run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite)
 
 
-def load(path: str | Path, device: str | None = None, precision: str = "auto") -> "FineTunedModel":
-    """Load a bundle (the ``--out`` folder of a finished run) for predict/evaluate.
+def load(path: str | Path, device: str | None = None, precision: str = "auto") -> "FineTunedModel | FineTunedTextModel":
+    """Load a bundle (the ``--out`` folder of a finished run) for predict/evaluate: image or text.
 
     ``precision``: ``auto`` (bfloat16 where the CPU/GPU has native bf16), ``32`` or ``bf16``.
     """
