@@ -107,6 +107,34 @@ class EpochShuffle(Sampler):
         return iter([(i, self.epoch) for i in order[rank:total:world]])
 
 
+class LengthGroupedShuffle(EpochShuffle):
+    """:class:`EpochShuffle` whose batches hold examples of similar length (text).
+
+    The shuffled shard is cut into windows of ``window`` batches; each window is sorted by
+    length and cut into batches, and the batch order is shuffled again, all from (seed,
+    epoch). Batches pad to their longest text, so grouping cuts the padding (on SST-2
+    sentences, about half the tokens of a random batch are padding) while every epoch
+    still visits every example in a new random grouping (Hugging Face's group_by_length).
+    """
+
+    def __init__(self, size: int, seed: int, lengths: list[int], batch_size: int, window: int = 50) -> None:
+        super().__init__(size, seed)
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.window = window
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        keys = list(super().__iter__())
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch, 1))
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(keys), span):
+            chunk = sorted(keys[start:start + span], key=lambda k: -self.lengths[k[0]])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        return iter([key for b in order for key in batches[b]])
+
+
 class Shard(Sampler):
     """In-order indices of this rank's share (``rank::world``) for evaluation."""
 
@@ -155,8 +183,11 @@ class _EpochAware(L.LightningDataModule):
 
     collate_fn: Callable | None = None  # text: tokenizes each batch (dynamic padding)
 
+    def train_sampler(self) -> EpochShuffle:
+        return EpochShuffle(len(self.train_set), self.seed)
+
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffle(len(self.train_set), self.seed)
+        sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
         sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
         return make_loader(self.train_set, self.batch_size, self.num_workers, sampler, self.collate_fn)

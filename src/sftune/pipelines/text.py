@@ -16,7 +16,7 @@ import torch
 
 from ..backbones.text import TextBackbone, create_text_backbone
 from ..data import FeatureData
-from ..data.datamodule import _EpochAware
+from ..data.datamodule import EpochShuffle, LengthGroupedShuffle, _EpochAware
 from ..data.feature_cache import FORMAT, cache_root, lookup_features, store_features, weights_hash
 from ..data.text_batches import TextCollator, TextDataset
 from ..data.texts import LabeledTexts, TextSample, find_labeled_texts
@@ -35,6 +35,10 @@ class TextClassificationData(_EpochAware):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+
+    def train_sampler(self) -> EpochShuffle:
+        lengths = [len(s.text) + len(s.text_pair or "") for s in self.train_set.samples]  # characters ~ tokens
+        return LengthGroupedShuffle(len(self.train_set), self.seed, lengths, self.batch_size)
 
     def val_batch_size(self) -> int:
         return max(64, self.batch_size)
