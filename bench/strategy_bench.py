@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent           # the project root (/work/main)
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hymenoptera_data"
 SEED = 42
@@ -197,7 +199,10 @@ def write_digits(root: Path, per_class: int = 40, train: int = 30, classes: tupl
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, help=f"image folder [{DEFAULT_DATA}; --quick: digits in a temp dir]")
-    ap.add_argument("--model", default="efficientnet_lite0", help="backbone [efficientnet_lite0]")
+    ap.add_argument("--val-data", type=Path, help="separate validation data (e.g. SST-2/dev.tsv for text)")
+    ap.add_argument("--model", default="efficientnet_lite0", help="backbone [efficientnet_lite0; text: minilm]")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config for every strategy, e.g. --set data.max_length=64 (repeatable)")
     ap.add_argument("--epochs", type=int, help="epochs per strategy [10; --quick: 2]")
     ap.add_argument("--batch-size", type=int, default=32, help="batch size [32]")
     ap.add_argument("--strategies", help="comma-separated subset [every registered strategy]")
@@ -224,6 +229,11 @@ def main() -> int:
         epochs = args.epochs or (2 if args.quick else 10)
         settings: dict[str, Any] = {"model.name": args.model, "train.epochs": epochs, "train.seed": SEED,
                                     "train.batch_size": args.batch_size, "trainer.progress_bar": False}
+        if args.val_data is not None:
+            settings["data.val_path"] = str(args.val_data.resolve())
+        for item in args.sets:
+            key, _, value = item.partition("=")
+            settings[key] = yaml.safe_load(value)  # read as YAML, like sftune's own --set
         if args.quick:
             settings.update(QUICK_SETTINGS)
         print(f"Data {data}, model {settings['model.name']}, {epochs} epochs, batch {args.batch_size}, seed {SEED}; "

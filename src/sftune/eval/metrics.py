@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
@@ -56,14 +57,17 @@ def evaluate_logits(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_cl
                     multi_label: bool = False) -> dict[str, float]:
     """Headline metrics and mean loss over ``(logits (B, C), labels)`` batches, streamed.
 
-    Labels are class indices (B,), or multi-hot (B, C) with ``multi_label`` (loss = BCE summed over classes).
+    Labels are class indices (B,), or multi-hot (B, C) with ``multi_label`` (loss = BCE summed over
+    classes; ``per_label_f1`` lists each label's F1).
     """
     metrics = classification_metrics(num_classes, sync=False, multi_label=multi_label)
+    per_label = MultilabelF1Score(num_classes, average=None, zero_division=0, sync_on_compute=False) if multi_label else None
     loss_sum, n = 0.0, 0
     for logits, labels in batches:
         logits = logits.float()
         if multi_label:
             metrics.update(logits.sigmoid(), labels.int())
+            per_label.update(logits.sigmoid(), labels.int())
             loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum").item()
         else:
             metrics.update(logits, labels)
@@ -71,7 +75,9 @@ def evaluate_logits(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_cl
         n += len(labels)
     if n == 0:
         return {"n": 0}
-    result: dict[str, float] = {k: float(v) for k, v in metrics.compute().items()}
+    result: dict[str, Any] = {k: float(v) for k, v in metrics.compute().items()}
     result["loss"] = loss_sum / n
+    if per_label is not None:  # F1 of each label, in class-index order
+        result["per_label_f1"] = [round(float(v), 6) for v in per_label.compute()]
     result["n"] = n
     return result
