@@ -243,7 +243,8 @@ def _choose_strategy(auto: Automatic, pipeline: Pipeline, log: Callable[[str], N
     if getattr(data, "multi_label", False):
         probe_acc = 0.0  # the probe rule is for single-label data; multi-label goes by size alone
     else:
-        probe = torch.nn.Linear(train_x.shape[1], len(data.classes))
+        with torch.random.fork_rng():  # the probe's init must not shift the global RNG: auto -> X equals X
+            probe = torch.nn.Linear(train_x.shape[1], len(data.classes))
         LinearProbeThenFineTune().fit_probe(probe, train_x, train_y)
         with torch.inference_mode():
             probe_acc = (probe(val_x).argmax(-1) == val_y).float().mean().item()
