@@ -249,7 +249,7 @@ def test_engine_runs_with_each_schedule(schedule, small_digits, tmp_path, monkey
     rec = StepLRs()
     with_callbacks(monkeypatch, rec)
     run = tiny_run(small_digits, tmp_path / schedule, strategy="full", train__epochs=2, train__lr=0.01,
-                   train__schedule=schedule, train__patience=0)
+                   train__schedule=schedule, train__patience=0, train__warmup_epochs=1.0)
     monkeypatch.undo()
     assert run.metrics["epochs_run"] == 2 and math.isfinite(run.metrics["loss"])
     assert all(math.isfinite(h["train/loss"]) for h in run.metrics["history"])

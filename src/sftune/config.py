@@ -77,7 +77,7 @@ class TrainConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd-style optimizers")
     weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay; never applied to norms/biases")
     schedule: Literal["cosine", "onecycle", "constant"] = Field("cosine", description="LR schedule per optimizer step: warm-up + cosine, one-cycle, or warm-up + constant")
-    warmup_epochs: float = Field(1.0, ge=0, description="linear LR warm-up (cosine, constant schedules)")
+    warmup_epochs: float | None = Field(None, ge=0, description="linear LR warm-up (cosine, constant schedules); default: 10% of the epochs, at most 1")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off; 0.2-0.8 typical); image batches only")
     cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off; 1.0 typical); with mixup, one of the two per batch")
@@ -167,6 +167,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if value in (None, "") and raw.strip() not in ("", "null", "Null", "NULL", "~", "''", '""'):
+        value = raw  # YAML block indicators such as '|' or '>' read as empty: the user meant the character
     return key.strip(), value
 
 

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 from . import __version__
 from . import bundle as B
 from .config import RunConfig, dump_yaml, load_yaml, resolve_task, validate
+from .precision import subnormals_flushed
 from .data import FeatureData
 from .data.datamodule import default_workers, make_loader
 from .errors import SftuneError
@@ -54,16 +55,18 @@ def run_training(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunResult:
+    with subnormals_flushed():  # see sftune/precision.py: up to 100x faster steps on x86 CPUs
+        return _run_training(config, out, resume, overwrite, log)
+
+
+def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: bool,
+                  log: Callable[[str], None]) -> RunResult:
     started = time.time()
     if B.global_rank() != 0:
         log = _silent  # every process of a distributed run executes this; one of them talks
     if resume:
         config = _resumed_config(Path(out), config)
     config = resolve_task(config)  # task and default model from the model name / data
-    # AdamW's moment estimates for parameters whose gradient is zero (embedding rows of tokens a
-    # batch lacks) decay geometrically into subnormal floats, which x86 CPUs process ~100x slower:
-    # an epoch of a small BERT measured 39 s with subnormals, 0.5 s flushed to zero.
-    torch.set_flush_denormal(True)
     if not config.data.path:
         raise SftuneError("no training data: pass --data DIR (or set data.path in the config)")
 
@@ -220,7 +223,11 @@ def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable
     val_x, val_y = features.val_set.tensors
     before, after = strategy.fit_probe(task.head.fc, train_x, train_y)
     with torch.inference_mode():
-        accuracy = (task.head.fc(val_x).argmax(-1) == val_y).float().mean().item()
+        logits = task.head.fc(val_x)
+        if val_y.ndim == 2:  # multi-label: per-label accuracy at threshold 0.5
+            accuracy = ((logits > 0) == val_y.bool()).float().mean().item()
+        else:
+            accuracy = (logits.argmax(-1) == val_y).float().mean().item()
     log(f"probe: head fitted on frozen features (loss {before:.3f} -> {after:.3f}, val acc {accuracy:.3f}); "
         f"fine-tuning everything from it")
 

@@ -10,19 +10,21 @@ train.lr and the strategy scales the other groups from it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import lightning as L
-import torch
 
 from .config import RunConfig, StrategyConfig, resolve_task
 from .data.datamodule import default_workers
 from .errors import SftuneError
 from .pipelines import create_pipeline
+from .precision import subnormals_flushed
 from .strategies import create_strategy
 from .strategies.auto import Automatic
 
@@ -47,7 +49,6 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
     if not 0 < min_lr < max_lr:
         raise SftuneError(f"--min-lr ({min_lr:g}) must be positive and below --max-lr ({max_lr:g})")
     config = resolve_task(config)
-    torch.set_flush_denormal(True)  # see engine.run_training
     strategy = create_strategy(config.strategy)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     workers = default_workers() if config.data.num_workers is None else config.data.num_workers
@@ -70,8 +71,9 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
         epochs = max(1, -(-steps // max(1, len(datamodule.train_dataloader()))))
         longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
         trainer = _make_trainer(longer, 0, [], False, root_dir=tmp)  # its temporary checkpoint goes to tmp
-        finder = Tuner(trainer).lr_find(task, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
-                                        num_training=steps, update_attr=False)
+        with _progress_bar(config.trainer.progress_bar), subnormals_flushed():
+            finder = Tuner(trainer).lr_find(task, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
+                                            num_training=steps, update_attr=False)
     if finder is None:
         raise SftuneError("lr-find: the range test did not run (no training batches?)")
     suggestion = finder.suggestion()
@@ -101,3 +103,20 @@ def _save_plot(finder, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[None]:
+    """Lightning's range test always draws its own tqdm bar (progress_bar_refresh_rate=1 is
+    hard-coded); with the progress bar off, that tqdm is swapped for a disabled one."""
+    if enabled:
+        yield
+        return
+    from lightning.pytorch.tuner import lr_finder
+
+    original = lr_finder.tqdm
+    lr_finder.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        lr_finder.tqdm = original

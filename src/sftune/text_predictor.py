@@ -29,9 +29,13 @@ class TextPrediction:
     label: str | list[str]  # multi-label: every class over its threshold
     score: float  # probability of ``label`` (multi-label: of the most likely class)
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    text_pair: str | None = None  # sentence-pair models: the second text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "label": self.label, "score": round(self.score, 6),
+        out: dict[str, Any] = {"text": self.text}
+        if self.text_pair is not None:
+            out["text_pair"] = self.text_pair
+        return {**out, "label": self.label, "score": round(self.score, 6),
                 "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in self.top_k]}
 
 
@@ -73,12 +77,25 @@ class FineTunedTextModel:
             targets = torch.stack([torch.as_tensor(dataset[i][2]) for i in index])
             yield (logits - shift if shift is not None else logits), targets
 
-    def predict(self, texts: list[str] | str, top_k: int = 1, batch_size: int = 64) -> list[TextPrediction]:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        empty = [i for i, t in enumerate(texts) if not t.strip()]
+    @property
+    def takes_pairs(self) -> bool:
+        """True for a model trained on sentence pairs: predict() wants (text, text_pair) tuples."""
+        return self.config.data.text_pair_column is not None
+
+    def predict(self, texts: list[str] | list[tuple[str, str]] | str, top_k: int = 1,
+                batch_size: int = 64) -> list[TextPrediction]:
+        """Classify texts, or (text, text_pair) tuples for a sentence-pair model."""
+        items = [texts] if isinstance(texts, (str, tuple)) else list(texts)
+        samples = [TextSample(t[0], "", t[1]) if isinstance(t, tuple) else TextSample(t, "") for t in items]
+        empty = [i for i, s in enumerate(samples) if not s.text.strip() or (s.text_pair is not None and not s.text_pair.strip())]
         if empty:
-            raise SftuneError(f"text {empty[0] + 1} of {len(texts)} is empty; give non-empty texts")
-        samples = [TextSample(t, "") for t in texts]
+            raise SftuneError(f"text {empty[0] + 1} of {len(samples)} is empty; give non-empty texts")
+        with_pairs = sum(s.text_pair is not None for s in samples)
+        if self.takes_pairs and with_pairs < len(samples):
+            raise SftuneError("this model classifies sentence pairs: give (text, text_pair) tuples "
+                              "(CLI: --text A --pair B, or --file with both columns)")
+        if not self.takes_pairs and with_pairs:
+            raise SftuneError("this model classifies single texts, not pairs; give plain strings")
         k = max(1, min(top_k, len(self.classes)))
         out: list[TextPrediction] = []
         for logits, _ in self.logits(samples, batch_size):
@@ -88,7 +105,8 @@ class FineTunedTextModel:
                 ranked = [(self.classes[i], s) for i, s in zip(row_idx, row_scores)]
                 label: str | list[str] = ([self.classes[i] for i in (row >= 0.5).nonzero().flatten().tolist()]
                                           if self.multi_label else ranked[0][0])
-                out.append(TextPrediction(samples[len(out)].text, label, ranked[0][1], ranked))
+                sample = samples[len(out)]
+                out.append(TextPrediction(sample.text, label, ranked[0][1], ranked, sample.text_pair))
         return out
 
     def evaluate(self, data: str | Path | list[TextSample], batch_size: int = 64, **_: Any) -> dict[str, Any]:

@@ -226,6 +226,7 @@ def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, precision: s
 @click.argument("bundle", type=click.Path())
 @click.argument("paths", nargs=-1)
 @click.option("--text", "texts", multiple=True, help="Text bundles: a text to classify (repeatable).")
+@click.option("--pair", "pairs", multiple=True, help="Sentence-pair bundles: the second text of each --text, in order.")
 @click.option("--file", "text_file", type=click.Path(dir_okay=False),
               help="Text bundles: a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet file.")
 @click.option("--column", callback=lambda c, p, v: _column(v), help="Text bundles: the --file column holding the texts [auto].")
@@ -234,8 +235,8 @@ def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, precision: s
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
               help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of {path or text, label, score, top_k}.")
-def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], text_file: str | None, column: Any,
-            top_k: int, batch_size: int, precision: str, as_json: bool) -> None:
+def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: tuple[str, ...], text_file: str | None,
+            column: Any, top_k: int, batch_size: int, precision: str, as_json: bool) -> None:
     """Classify images (files, or folders searched for images) or texts.
 
     \b
@@ -251,8 +252,16 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], text_fi
     if is_text:
         if paths:
             raise SftuneError(f"'{bundle}' classifies texts: pass them with --text \"...\" or --file FILE, not as paths")
-        inputs = list(texts)
-        if text_file:
+        if pairs and len(pairs) != len(texts):
+            raise SftuneError(f"--pair given {len(pairs)} times for {len(texts)} --text; give one --pair per --text")
+        inputs: list[Any] = list(zip(texts, pairs)) if pairs else list(texts)
+        if text_file and model.takes_pairs:
+            from ..data.texts import read_text_pairs_for_prediction
+
+            c = model.config.data
+            inputs += read_text_pairs_for_prediction(text_file, column if column is not None else c.text_column,
+                                                     c.text_pair_column)
+        elif text_file:
             from ..data.texts import read_texts_for_prediction
 
             inputs += read_texts_for_prediction(text_file, column)
@@ -260,8 +269,8 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], text_fi
             raise SftuneError("nothing to classify: pass --text \"...\" (repeatable) or --file FILE")
         predictions = model.predict(inputs, top_k=top_k, batch_size=batch_size)
     else:
-        if texts or text_file:
-            raise SftuneError(f"'{bundle}' classifies images: pass image files or folders, not --text/--file")
+        if texts or pairs or text_file:
+            raise SftuneError(f"'{bundle}' classifies images: pass image files or folders, not --text/--pair/--file")
         if not paths:
             raise SftuneError("nothing to classify: pass image files or folders after the bundle")
         predictions = model.predict(list(paths), top_k=top_k, batch_size=batch_size)

@@ -161,6 +161,10 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sa
         batch_size=batch_size,
         sampler=sampler,
         collate_fn=collate_fn,
+        # Each iterator draws a base seed; from the global RNG that would shift dropout masks
+        # by however many iterators Lightning happens to create (it creates more on resume).
+        # Worker randomness is seeded per sample (ImageDataset), so a fixed generator is enough.
+        generator=torch.Generator().manual_seed(0),
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,

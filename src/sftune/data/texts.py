@@ -640,7 +640,10 @@ def is_text_data(path: str | Path) -> bool:
             return train is not None and _file_looks_textual(train)
         if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES + SNIFFED_SUFFIXES:
             return _file_looks_textual(p)
-    except (SftuneError, OSError):
+    except SftuneError as e:
+        # Not UTF-8: images never come as such a table, and the text reader names the line.
+        return "is not UTF-8" in str(e)
+    except OSError:
         return False
     return False
 
@@ -715,3 +718,18 @@ def read_labeled_texts(path: str | Path, text_column: ColumnRef = None, label_co
     table = _read_val_source(Path(path).expanduser(), refs)
     columns = _resolve_columns(table, text_column, label_column, text_pair_column)
     return _samples(table, columns, multi_label, label_separator)
+
+
+def read_text_pairs_for_prediction(path: str | Path, text_column: ColumnRef,
+                                   text_pair_column: ColumnRef) -> list[tuple[str, str]]:
+    """Sentence pairs to classify from a CSV/TSV/JSONL/Parquet file's two text columns."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SftuneError(f"'{p}' does not exist; pass a CSV/TSV/JSONL/Parquet file with both text columns")
+    table = _read_file(p, (text_column, text_pair_column))
+    first = _column(table, text_column, "text", "--column", TEXT_COLUMNS)
+    second = _column(table, text_pair_column, "text pair", "--pair-column", PAIR_COLUMNS)
+    if first is None or second is None:
+        raise SftuneError(f"'{p}': this model classifies sentence pairs; the file needs columns "
+                          f"'{text_column}' and '{text_pair_column}' (it has {', '.join(table.columns)})")
+    return list(zip(_texts(table, first, "text"), _texts(table, second, "text pair")))

@@ -53,8 +53,19 @@ class TextPipeline(Pipeline):
         c = self.config.data
         self.data = find_labeled_texts(c.path, c.val_path, c.val_fraction, self.config.train.seed, c.text_column,
                                        c.label_column, c.text_pair_column, c.multi_label, c.label_separator)
+        # The columns found are saved in config.yaml: eval and predict read the same ones.
+        c.text_column = c.text_column if c.text_column is not None else self.data.columns["text"]
+        c.label_column = c.label_column if c.label_column is not None else self.data.columns["label"]
+        c.text_pair_column = c.text_pair_column if c.text_pair_column is not None else self.data.columns.get("text_pair")
         pooling = None if self.config.model.pooling == "auto" else self.config.model.pooling
-        self.backbone = create_text_backbone(self.config.model.name, self.config.model.pretrained, pooling)
+        name = self.config.model.name
+        if name.startswith("file:"):  # a text bundle's fine-tuned encoder, reused
+            from .. import bundle as B
+
+            self.backbone = B.read_bundle_backbone(Path(name[len("file:"):]).expanduser())
+            self.backbone.pooling = pooling or self.backbone.pooling
+        else:
+            self.backbone = create_text_backbone(name, self.config.model.pretrained, pooling)
         self.config.model.arch = self.backbone.arch
         self.config.model.pooling = self.backbone.pooling  # saved resolved: the bundle rebuilds the same encoder
         # Tokenizing happens in the main process per batch (fast tokenizers are Rust, batch-parallel):

@@ -34,12 +34,17 @@ class LinearProbeThenFineTune(Strategy):
         ]
 
     def fit_probe(self, fc: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        """Fit ``fc`` (F -> C) to ``features (N, F)`` / ``labels (N,)``; return the loss before and after."""
+        """Fit ``fc`` (F -> C) to ``features (N, F)`` / ``labels``: class indices (N,) (softmax
+        cross-entropy) or multi-hot (N, C) (sigmoid BCE, multi-label); return the loss before and after."""
         optimizer = torch.optim.LBFGS(fc.parameters(), lr=1.0, max_iter=self.probe_steps, history_size=20,
                                       line_search_fn="strong_wolfe")
+        multi_label = labels.ndim == 2
 
         def loss_fn() -> torch.Tensor:
-            return torch.nn.functional.cross_entropy(fc(features), labels) + self.probe_l2 * fc.weight.pow(2).sum()
+            logits = fc(features)
+            fit = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float()) if multi_label
+                   else torch.nn.functional.cross_entropy(logits, labels))
+            return fit + self.probe_l2 * fc.weight.pow(2).sum()
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
