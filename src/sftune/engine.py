@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 from . import __version__
 from . import bundle as B
 from .config import RunConfig, dump_yaml, load_yaml, resolve_task, validate
-from .precision import subnormals_flushed
+from .precision import inference_bf16, subnormals_flushed
 from .data import FeatureData
 from .data.datamodule import default_workers, make_loader
 from .errors import SftuneError
@@ -139,7 +139,10 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         task.load_state_dict(best["state_dict"])
-        report = strategy.after_fit(task, start_weights, lambda: _evaluate_in_memory(task, datamodule, len(data.classes)))
+        bf16 = inference_bf16(next(task.parameters()).device, config.trainer.inference_precision,
+                              convolutional=pipeline.kind == "images")  # as the bundle's own evaluation does
+        report = strategy.after_fit(task, start_weights,
+                                    lambda: _evaluate_in_memory(task, datamodule, len(data.classes), bf16))
         B.save_weights(run.work / B.WEIGHTS, task.backbone.weights(), task.head.state_dict(),
                        metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch})
         adapters = adapter_state_dict(task.backbone.model)
@@ -274,11 +277,12 @@ def _start_weights(task: Classifier, run: B.RunFolder, resume: bool) -> dict[str
     return state
 
 
-def _evaluate_in_memory(task: Classifier, datamodule: Any, num_classes: int) -> dict[str, float]:
-    """Val metrics of the task's current weights, straight from the datamodule's val loader."""
+def _evaluate_in_memory(task: Classifier, datamodule: Any, num_classes: int, bf16: bool = False) -> dict[str, float]:
+    """Val metrics of the task's current weights, straight from the datamodule's val loader,
+    at the inference precision the bundle's evaluation uses (so both report the same numbers)."""
     task.eval()
     device = next(task.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         # Every val example on this one process (the fit's val loader is sharded by rank).
         loader = make_loader(datamodule.val_set, datamodule.val_batch_size(), datamodule.num_workers,
                              collate_fn=datamodule.collate_fn)
