@@ -88,3 +88,30 @@ def digits_split_dir(tmp_path_factory) -> Path:
 
 def needs_hymenoptera():
     return pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason=f"real ants/bees data not found at {HYMENOPTERA}")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: a tiny model gains nothing from two, and two spin-waiting OpenMP threads
+    slow its runs ~10x when another process shares the 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory) -> Path:
+    """3 digit classes x 12 images: 30 train (2 steps of 16 per epoch) / 6 val, for runs that go several times."""
+    return write_digits(tmp_path_factory.mktemp("small") / "digits", per_class=12)
+
+
+def tiny_run(data: Path, out: Path, **overrides):
+    """sftune.finetune with the TINY settings (overrides use __ for dots)."""
+    import sftune
+
+    kw = {k.replace(".", "__"): v for k, v in TINY.items()}
+    kw.update(overrides)
+    return sftune.finetune(data=data, out=out, **kw)

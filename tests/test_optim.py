@@ -24,26 +24,13 @@ from sftune.strategies import create_strategy
 from sftune.tasks import Classifier
 from sftune.tasks import classification as classification_module
 
-from conftest import TINY, write_digits
+from conftest import tiny_run, write_digits
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny model gains nothing from two, and two spin-waiting OpenMP threads
-    slow these runs ~10x when another process shares the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def small_digits(tmp_path_factory) -> Path:
-    """3 digit classes x 12 images: 30 train (2 steps of 16 per epoch) / 6 val."""
-    return write_digits(tmp_path_factory.mktemp("small") / "digits", per_class=12)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +46,6 @@ def odd_split(tmp_path_factory) -> Path:
                 shutil.copy(f, root / split / c / f.name)
     assert len(list((root / "train").rglob("*.png"))) == 31
     return root
-
-
-def tiny_run(data: Path, out: Path, **overrides):
-    kw = {k.replace(".", "__"): v for k, v in TINY.items()}
-    kw.update(overrides)
-    return sftune.finetune(data=data, out=out, **kw)
 
 
 def make_task(strategy_name: str, train: TrainConfig, **options) -> Classifier:

@@ -22,32 +22,13 @@ from sftune.strategies.auto import Automatic
 from sftune.strategies.wise_ft import interpolate
 from sftune.tasks import Classifier
 
-from conftest import TINY, write_digits
+from conftest import tiny_run, write_digits
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny model gains nothing from two, and two spin-waiting OpenMP threads
-    slow these runs ~10x when another process shares the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def small_digits(tmp_path_factory) -> Path:
-    """3 digit classes x 12 images: 30 train (2 steps of 16 per epoch) / 6 val, for the runs that go several times."""
-    return write_digits(tmp_path_factory.mktemp("small") / "digits", per_class=12)
-
-
-def tiny_run(data: Path, out: Path, **overrides):
-    kw = {k.replace(".", "__"): v for k, v in TINY.items()}
-    kw.update(overrides)
-    return sftune.finetune(data=data, out=out, **kw)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_task(strategy_name: str, **options) -> Classifier:
