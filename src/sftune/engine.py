@@ -22,14 +22,13 @@ from lightning.pytorch.loggers import CSVLogger
 
 from . import __version__
 from . import bundle as B
-from .config import RunConfig, dump_yaml, load_yaml, resolve_task, validate
+from .config import RunConfig, StrategyConfig, dump_yaml, load_yaml, resolve_task, validate
 from .precision import inference_bf16, subnormals_flushed
 from .data import FeatureData
 from .data.datamodule import default_workers, make_loader
 from .errors import SftuneError
 from .eval import evaluate_logits
 from .adapters import adapter_state_dict
-from .config import StrategyConfig
 from .pipelines import Pipeline, create_pipeline
 from .strategies import Strategy, create_strategy, strategy_options_of
 from .strategies.auto import Automatic, Choice
