@@ -115,3 +115,16 @@ def tiny_run(data: Path, out: Path, **overrides):
     kw = {k.replace(".", "__"): v for k, v in TINY.items()}
     kw.update(overrides)
     return sftune.finetune(data=data, out=out, **kw)
+
+
+def with_callbacks(monkeypatch, *callbacks) -> None:
+    """Every Trainer the engine builds from now on also runs ``callbacks``."""
+    import lightning.pytorch as pl_mod
+
+    original = pl_mod.Trainer.__init__
+
+    def patched(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *callbacks]
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl_mod.Trainer, "__init__", patched)

@@ -24,7 +24,7 @@ from sftune.strategies import create_strategy
 from sftune.tasks import Classifier
 from sftune.tasks import classification as classification_module
 
-from conftest import tiny_run, write_digits
+from conftest import tiny_run, with_callbacks, write_digits
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -64,19 +64,6 @@ def fit(task: Classifier, data_root: Path, epochs: int, callbacks=(), **trainer_
                         num_sanity_val_steps=0, **trainer_kw)
     trainer.fit(task, datamodule=datamodule)
     return trainer
-
-
-def with_callbacks(monkeypatch, *callbacks: L.Callback) -> None:
-    """Every Trainer the engine builds from now on also runs ``callbacks``."""
-    import lightning.pytorch as pl_mod
-
-    original = pl_mod.Trainer.__init__
-
-    def patched(self, *args, **kwargs):
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *callbacks]
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pl_mod.Trainer, "__init__", patched)
 
 
 class StepLRs(L.Callback):

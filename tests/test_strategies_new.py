@@ -22,7 +22,7 @@ from sftune.strategies.auto import Automatic
 from sftune.strategies.wise_ft import interpolate
 from sftune.tasks import Classifier
 
-from conftest import tiny_run, write_digits
+from conftest import tiny_run, with_callbacks, write_digits
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -38,19 +38,6 @@ def make_task(strategy_name: str, **options) -> Classifier:
     backbone = Backbone(timm.create_model("test_efficientnet", pretrained=False), "test_efficientnet", "test")
     strategy = create_strategy(StrategyConfig(name=strategy_name, **options))
     return Classifier(backbone, 3, strategy, TrainConfig(lr=0.01, warmup_epochs=0), drop_rate=0.0)
-
-
-def with_callbacks(monkeypatch, *callbacks: L.Callback) -> None:
-    """Every Trainer the engine builds from now on also runs ``callbacks``."""
-    import lightning.pytorch as pl_mod
-
-    original = pl_mod.Trainer.__init__
-
-    def patched(self, *args, **kwargs):
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *callbacks]
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pl_mod.Trainer, "__init__", patched)
 
 
 class Capture(L.Callback):
