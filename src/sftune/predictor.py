@@ -14,6 +14,7 @@ from .data import ImageDataset, Sample, build_transforms, find_unlabeled_images,
 from .data.sources import check_images, scan_class_folders, read_manifest, VAL_DIR_NAMES
 from .errors import SftuneError
 from .eval import evaluate_logits
+from .eval.outputs import Outputs, gather
 from .heads import ClassifierHead
 from .precision import inference_bf16
 
@@ -54,7 +55,6 @@ class FineTunedModel:
     def __repr__(self) -> str:
         return f"FineTunedModel({str(self.path)!r}, arch={self.backbone.arch!r}, classes={len(self.classes)})"
 
-    @torch.inference_mode()
     def logits(self, samples: list[Sample], batch_size: int = 64, num_workers: int = 0,
                digests: dict[Path, str] | None = None):
         """Yield ``(logits (B, C), labels (B,))`` batches; labels are -1 for unlabeled samples.
@@ -62,20 +62,29 @@ class FineTunedModel:
         With the files' content ``digests``, features a training run cached for this very
         backbone (a linear probe's) are used instead of running the backbone again.
         """
+        for logits, labels, _ in self._batches(samples, batch_size, num_workers, digests, features=False):
+            yield logits, labels
+
+    @torch.inference_mode()
+    def _batches(self, samples: list[Sample], batch_size: int, num_workers: int, digests: dict[Path, str] | None,
+                 features: bool):
+        """``(logits (B, C), labels (B,), pooled features (B, F) or None)`` per batch, in sample order."""
         index = {c: i for i, c in enumerate(self.classes)}
         cached = self._cached_features(samples, digests) if digests else None
         if cached is not None:
             labels = torch.tensor([index.get(s.label, -1) for s in samples])
             for start in range(0, len(samples), batch_size):
-                features = cached[start : start + batch_size].to(self.device)
-                yield self.head(features).float().cpu(), labels[start : start + batch_size]  # head is in eval mode
+                pooled = cached[start : start + batch_size].to(self.device)
+                yield (self.head(pooled).float().cpu(), labels[start : start + batch_size],  # head is in eval mode
+                       pooled.float().cpu() if features else None)
             return
         dataset = ImageDataset(samples, index, self.transform)
         for images, labels in make_loader(dataset, batch_size, num_workers):
             images = images.to(self.device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model(images)
-            yield logits.float().cpu(), labels
+                pooled = self.backbone(images)
+                logits = self.head(pooled)
+            yield logits.float().cpu(), labels, pooled.float().cpu() if features else None
 
     def _cached_features(self, samples: list[Sample], digests: dict[Path, str]) -> torch.Tensor | None:
         from .data.feature_cache import cached_eval_features
@@ -103,8 +112,10 @@ class FineTunedModel:
                 index += 1
         return out
 
-    def evaluate(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0, strict: bool = False) -> dict[str, Any]:
-        """Streamed metrics on labeled data (a class folder, a train/val root's val/, or a CSV)."""
+    def outputs(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0,
+                strict: bool = False, features: bool = False) -> Outputs:
+        """Per-example scores (and pooled ``features``) on labeled images: a class folder, a
+        train/val root's val/, a CSV, or samples; unreadable files are skipped (``strict``: fatal)."""
         samples = data if isinstance(data, list) else labeled_eval_samples(Path(data))
         skipped: list[tuple[str, str]] = []
         digests: dict[Path, str] | None = None
@@ -116,10 +127,16 @@ class FineTunedModel:
                 f"evaluation data has classes the model was not trained on: {', '.join(unknown)}; "
                 f"it knows: {', '.join(self.classes)}"
             )
-        result = evaluate_logits(self.logits(samples, batch_size, num_workers, digests), len(self.classes))
-        if result["n"] == 0:
+        if not samples:
             raise SftuneError(f"no readable labeled images in '{data}'")
-        result["skipped"] = len(skipped)
+        return gather(self.classes, [str(s.path) for s in samples],
+                      self._batches(samples, batch_size, num_workers, digests, features), skipped=skipped)
+
+    def evaluate(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0, strict: bool = False) -> dict[str, Any]:
+        """Headline metrics on labeled data (a class folder, a train/val root's val/, or a CSV)."""
+        out = self.outputs(data, batch_size, num_workers, strict)
+        result = evaluate_logits([(out.logits, out.targets)], len(self.classes))
+        result["skipped"] = len(out.skipped)
         return result
 
 

@@ -19,6 +19,7 @@ from .data.text_batches import TextCollator, TextDataset
 from .data.texts import TextSample, read_labeled_texts
 from .errors import SftuneError
 from .eval import evaluate_logits
+from .eval.outputs import Outputs, gather
 from .heads import ClassifierHead
 from .precision import inference_bf16
 
@@ -59,23 +60,29 @@ class FineTunedTextModel:
     def __repr__(self) -> str:
         return f"FineTunedTextModel({str(self.path)!r}, encoder={self.backbone.arch!r}, classes={len(self.classes)})"
 
-    @torch.inference_mode()
     def logits(self, samples: list[TextSample], batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(logits (B, C), targets)`` batches in sample order; multi-label logits are shifted so
         that 0 is each class's threshold (sigmoid 0.5 == the tuned threshold).
 
         Texts are encoded in length-sorted batches exactly as training's feature pass does, so a
         linear probe's metrics.json and ``sftune eval`` on the same texts agree to the bit."""
+        for logits, targets, _ in self._batches(samples, batch_size, features=False):
+            yield logits, targets
+
+    @torch.inference_mode()
+    def _batches(self, samples: list[TextSample], batch_size: int, features: bool):
+        """``(logits (B, C), targets, pooled features (B, F) or None)`` per batch, in sample order."""
         from .pipelines.text import encode
 
         dataset = TextDataset(samples, {c: i for i, c in enumerate(self.classes)}, self.multi_label)
-        features = encode(self.backbone, dataset, self.collator, batch_size, self.device, "bf16" if self.bf16 else "32")
+        pooled = encode(self.backbone, dataset, self.collator, batch_size, self.device, "bf16" if self.bf16 else "32")
         shift = torch.tensor([math.log(t / (1 - t)) for t in self.thresholds]) if self.multi_label else None
         for start in range(0, len(dataset), batch_size):
             index = range(start, min(start + batch_size, len(dataset)))
-            logits = self.head(features[start:index.stop].to(self.device)).float().cpu()
+            batch = pooled[start:index.stop].to(self.device)
+            logits = self.head(batch).float().cpu()
             targets = torch.stack([torch.as_tensor(dataset[i][2]) for i in index])
-            yield (logits - shift if shift is not None else logits), targets
+            yield (logits - shift if shift is not None else logits), targets, batch.float().cpu() if features else None
 
     @property
     def takes_pairs(self) -> bool:
@@ -109,8 +116,10 @@ class FineTunedTextModel:
                 out.append(TextPrediction(sample.text, label, ranked[0][1], ranked, sample.text_pair))
         return out
 
-    def evaluate(self, data: str | Path | list[TextSample], batch_size: int = 64, **_: Any) -> dict[str, Any]:
-        """Metrics on labeled texts (a table file, a folder's val file, or a saved HF dataset's validation split)."""
+    def outputs(self, data: str | Path | list[TextSample], batch_size: int = 64, features: bool = False,
+                **_: Any) -> Outputs:
+        """Per-example scores (and pooled ``features``) on labeled texts: a table file, a folder's
+        val file, a saved HF dataset's validation split, or samples."""
         c = self.config.data
         samples = data if isinstance(data, list) else read_labeled_texts(
             data, c.text_column, c.label_column, c.text_pair_column, c.multi_label, c.label_separator)
@@ -119,9 +128,15 @@ class FineTunedTextModel:
         if unknown:
             raise SftuneError(f"evaluation data has labels the model was not trained on: {', '.join(unknown[:10])}; "
                               f"it knows: {', '.join(self.classes)}")
-        result = evaluate_logits(self.logits(samples, batch_size), len(self.classes), multi_label=self.multi_label)
-        if result["n"] == 0:
+        if not samples:
             raise SftuneError(f"no labeled texts in '{data}'")
+        items = [s.text if s.text_pair is None else f"{s.text} ⟂ {s.text_pair}" for s in samples]
+        return gather(self.classes, items, self._batches(samples, batch_size, features), multi_label=self.multi_label)
+
+    def evaluate(self, data: str | Path | list[TextSample], batch_size: int = 64, **_: Any) -> dict[str, Any]:
+        """Headline metrics on labeled texts (a table file, a folder's val file, or a saved HF dataset's validation split)."""
+        out = self.outputs(data, batch_size)
+        result = evaluate_logits([(out.logits, out.targets)], len(self.classes), multi_label=self.multi_label)
         result["skipped"] = 0
         return result
 

@@ -1,0 +1,74 @@
+"""What a bundle says about each example of a labeled set: the raw material of reports,
+comparisons and drift checks.
+
+Only (N, C) scores are kept (and, on request, (N, F) pooled features), never
+per-token or per-pixel outputs, so a 100k-example evaluation stays in the tens of MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Outputs:
+    """Per-example results of one model on one labeled data set, in data order.
+
+    ``logits`` (N, C) float32: softmax scores for single-label models; for multi-label models
+    per-class sigmoid logits shifted so that 0 is each class's tuned threshold.
+    ``targets``: (N,) class indices, or (N, C) multi-hot. ``items``: the image path or text of
+    each example (what a person looks at in a gallery of mistakes). ``features``: (N, F) pooled
+    backbone features when asked for, else None.
+    """
+
+    classes: list[str]
+    logits: torch.Tensor
+    targets: torch.Tensor
+    items: list[str]
+    multi_label: bool = False
+    features: torch.Tensor | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """(N, C): softmax probabilities, or per-class sigmoid probabilities for multi-label."""
+        return self.logits.sigmoid() if self.multi_label else self.logits.softmax(dim=-1)
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        """(N,) predicted class index, or (N, C) bool for multi-label."""
+        return self.logits > 0 if self.multi_label else self.logits.argmax(dim=-1)
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """(N,) bool: the prediction is right (multi-label: every label right)."""
+        if self.multi_label:
+            return (self.predicted == self.targets.bool()).all(dim=1)
+        return self.predicted == self.targets
+
+
+def gather(classes: list[str], items: list[str], batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+           multi_label: bool = False, skipped: list[tuple[str, str]] | None = None) -> Outputs:
+    """Concatenate ``(logits, targets, features or None)`` batches into one :class:`Outputs`."""
+    logits, targets, features = [], [], []
+    for batch_logits, batch_targets, batch_features in batches:
+        logits.append(batch_logits.float().cpu())
+        targets.append(batch_targets.cpu())
+        if batch_features is not None:
+            features.append(batch_features.float().cpu())
+    num_classes = len(classes)
+    return Outputs(
+        classes=classes,
+        logits=torch.cat(logits) if logits else torch.zeros(0, num_classes),
+        targets=torch.cat(targets) if targets else torch.zeros((0, num_classes) if multi_label else (0,), dtype=torch.long),
+        items=items,
+        multi_label=multi_label,
+        features=torch.cat(features) if features else None,
+        skipped=list(skipped or []),
+    )
