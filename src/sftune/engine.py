@@ -186,6 +186,13 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             history=_history(run.work / "logs"),
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
+        try:  # reference statistics for `sftune drift` / `sftune update`; optional, so never fatal
+            from .continual.reference import write_reference
+
+            write_reference(run.work, task, datamodule, data, config.train.seed, config.trainer.inference_precision, log)
+        except Exception as e:  # noqa: BLE001 - the bundle is complete without them
+            log(f"warning: drift reference statistics not stored ({type(e).__name__}: {e}); "
+                f"`sftune drift` will need --reference")
         if best_path.name == "best.ckpt":
             best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
         final = run.commit()
