@@ -322,6 +322,11 @@ def demo(data_dir: str, out: str, no_progress: bool) -> None:
     output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)  — try: sftune predict {result.path} {examples[0]}")
 
 
+from .drift_cmd import drift as _drift  # noqa: E402  (continual: drift, registry, update)
+
+cli.add_command(_drift)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="sftune")
 

@@ -1,0 +1,87 @@
+"""``sftune drift``: has the data moved away from what the model was trained on?"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from . import output
+
+EXIT_DRIFT = 3  # 0 = no drift, 2 = input error, 1 = crash: a scheduler can tell "act" from "broken"
+
+
+@click.command(name="drift")
+@click.argument("bundle", type=click.Path())
+@click.option("--data", required=True, help="New data: labeled (class folders, CSV manifest, labeled text table) or "
+                                             "unlabeled (a folder of images, a .txt file / text column).")
+@click.option("--reference", "reference_data", help="Old data to compare with, instead of the statistics the bundle "
+                                                    "stored at train time (reference.safetensors).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="Family-wise false-positive rate (Bonferroni over the tests run).")
+@click.option("--permutations", type=click.IntRange(min=99), default=1000, show_default=True,
+              help="Permutations of the MMD feature test (p-value resolution 1/(n+1)).")
+@click.option("--max-samples", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="New examples used at most (a seeded sample).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--text-column", help="Text: the column holding the texts [found as in training].")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report with plots.")
+@click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (machine-readable).")
+def drift(bundle: str, data: str, reference_data: str | None, alpha: float, permutations: int, max_samples: int,
+          seed: int, text_column: Any, html_path: str | None, precision: str, as_json: bool) -> None:
+    """Test whether new data differs from the bundle's training data, in the model's feature space.
+
+    \b
+    Tests (each a p-value under "same distribution"; drift if any is below
+    alpha after a Bonferroni correction):
+      features           MMD^2 (RBF kernel, median-heuristic bandwidth) on pooled
+                         backbone features, permutation p-value
+      predicted_classes  chi-square on predicted-class counts   (label-free)
+      confidence         KS test on top-class probability       (label-free)
+      accuracy           one-sided Fisher test of an accuracy drop, per-class drops
+                         (only when the new data is labeled)
+
+    \b
+    Exit status: 0 no drift, 3 drift detected, 2 input error.
+
+    \b
+    Examples:
+      sftune drift runs/ants --data new_photos/ --html drift.html
+      sftune drift runs/ants --data new_photos/ --json || sftune update runs/ants --data new_photos/ ...
+    """
+    from ..continual.check import check_drift
+    from ..continual.html import drift_figure, drift_section, summary_lines, write_drift_html
+
+    check = check_drift(bundle, data, reference_data, alpha, permutations, max_samples, seed, text_column,
+                        keep_null=html_path is not None, precision=precision)
+    result = check.result
+    if html_path:
+        assert check.new.features is not None
+        png = drift_figure(result, check.reference.features, check.new.features, check.classes)
+        title = f"drift: {bundle} vs {data}"
+        write_drift_html(html_path, drift_section(result, png, title), title)
+    if as_json:
+        payload = {"bundle": bundle, "data": data, **result.to_dict(), "html": html_path}
+        for t in payload["tests"].values():
+            t.get("detail", {}).pop("null", None)
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"drift: {bundle} vs {data} (reference {result.reference_size}, new {result.new_size}"
+                            f"{', labeled' if result.labeled else ''})")
+        for col in ("test", "statistic", "p-value", "corrected p", ""):
+            table.add_column(col, justify="left" if col in ("test", "") else "right")
+        for row in summary_lines(result):
+            table.add_row(row["test"], f"{row['statistic']:.4g}", f"{row['p']:.3g}", f"{row['p_corrected']:.3g}",
+                          "DRIFT" if row["flagged"] else "")
+        output.console.print(table)
+        acc = result.test("accuracy")
+        if acc is not None:
+            output.info(f"accuracy: reference {acc.detail['reference_acc']:.3f} -> new {acc.detail['new_acc']:.3f}")
+        output.info(("DRIFT detected" if result.drift else "no drift") + f" at alpha={alpha}"
+                    + (f"; report: {html_path}" if html_path else ""))
+    if result.drift:
+        click.get_current_context().exit(EXIT_DRIFT)
