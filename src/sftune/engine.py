@@ -45,6 +45,7 @@ class RunResult:
     config: RunConfig
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # train/val leakage, label mix-ups (data/checks.py)
 
 
 def run_training(
@@ -175,6 +176,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             metrics = load(run.work, precision=config.trainer.inference_precision).evaluate(
                 data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
         metrics["skipped"] = len(getattr(data, "skipped", []))
+        metrics["data_warnings"] = len(getattr(data, "warnings", []))
         metrics.update(strategy=strategy.name, trainable_parameters=task.trainable_parameters(), total_parameters=total)
         if choice:
             metrics["strategy_choice"] = choice.to_dict()
@@ -196,7 +198,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         if best_path.name == "best.ckpt":
             best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
         final = run.commit()
-        return RunResult(final, metrics, config, getattr(data, "skipped", []), time.time() - started)
+        return RunResult(final, metrics, config, getattr(data, "skipped", []), seconds=time.time() - started,
+                         warnings=getattr(data, "warnings", []))
     except BaseException:
         run.discard_if_empty()
         raise

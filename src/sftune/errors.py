@@ -13,6 +13,13 @@ class SftuneError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str = "", *args: object) -> None:
+        # torch's DataLoader re-raises a worker's exception as type(e)("Caught ... in DataLoader worker
+        # process N.\nOriginal Traceback ...\nsftune.errors.SftuneError: <message>"): keep the one line.
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split("SftuneError: ", 1)[-1]
+        super().__init__(message, *args)
+
 
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or ''."""

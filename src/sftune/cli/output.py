@@ -14,7 +14,8 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def info(message: str) -> None:
-    console.print(message, markup=False)
+    # soft_wrap: one message stays one line, so a warning's path can be grepped and copied whole.
+    console.print(message, markup=False, soft_wrap=True)
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> None:
@@ -24,7 +25,7 @@ def metrics_table(metrics: dict[str, Any], title: str) -> None:
     table.add_column("value", justify="right")
     labels = {"acc": "accuracy", "precision": "precision (macro)", "recall": "recall (macro)", "f1": "F1 (macro)",
               "exact_match": "exact match (all labels)", "f1_micro": "F1 (micro)",
-              "loss": "loss", "n": "examples", "skipped": "skipped files"}
+              "loss": "loss", "n": "examples", "skipped": "skipped files", "data_warnings": "data warnings"}
     for key, label in labels.items():
         if key in metrics:
             value = metrics[key]
@@ -86,3 +87,82 @@ def strategies_table() -> None:
         opts = ", ".join(f"{k}={v}" for k, v in strategy_options(cls).items()) or "-"
         table.add_row(name, cls.summary, f"{cls.default_lr:g}", opts)
     console.print(table)
+
+
+def _interval(report: dict[str, Any], key: str) -> str:
+    ci = (report.get("intervals") or {}).get(key)
+    return f"{ci['low']:.4f} – {ci['high']:.4f}" if ci and ci.get("low") is not None else ""
+
+
+_REPORT_ROWS = {"acc": "accuracy", "balanced_acc": "balanced accuracy", "top3_acc": "top-3 accuracy",
+                "top5_acc": "top-5 accuracy", "exact_match": "exact match (all labels)", "f1": "F1 (macro)",
+                "f1_micro": "F1 (micro)", "f1_weighted": "F1 (weighted)", "precision": "precision (macro)",
+                "recall": "recall (macro)", "roc_auc": "ROC-AUC (OvR macro)", "pr_auc": "PR-AUC (OvR macro)",
+                "ece": "calibration error (ECE)", "log_loss": "log loss", "n": "examples", "skipped": "skipped files"}
+
+
+def report_summary(report: dict[str, Any], html_path: Any = None, per_class_rows: int = 10) -> None:
+    """The terminal view of an evaluation report: metrics with 95% intervals, the weakest classes,
+    the confusion matrix when it fits, and where the full report is."""
+    info(report["title"])
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
+    for key, label in _REPORT_ROWS.items():
+        value = report["metrics"].get(key)
+        if value is not None:
+            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value), _interval(report, key))
+    console.print(table)
+    pc = report.get("per_class")
+    if pc and len(pc["class"]) > 2:
+        order = sorted(range(len(pc["class"])), key=lambda i: pc["f1"][i])[:per_class_rows]
+        shown = Table(title="weakest classes (by F1)" if len(pc["class"]) > per_class_rows else "per class")
+        for col in ("class", "support", "precision", "recall", "F1"):
+            shown.add_column(col, justify="left" if col == "class" else "right")
+        for i in order:
+            shown.add_row(pc["class"][i], str(pc["support"][i]), f"{pc['precision'][i]:.3f}", f"{pc['recall'][i]:.3f}",
+                          f"{pc['f1'][i]:.3f}")
+        console.print(shown)
+    matrix = report.get("confusion_matrix")
+    if matrix and len(matrix) <= 10:
+        classes = report["data"]["classes"]
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+        cm.add_column("")
+        for name in classes:
+            cm.add_column(name[:12], justify="right")
+        for name, row in zip(classes, matrix):
+            cm.add_row(name[:20], *(str(v) for v in row))
+        console.print(cm)
+    if report.get("mistakes"):
+        info(f"most confident mistake: {report['mistakes'][0]['item'][:100]} "
+             f"(true {report['mistakes'][0]['true']}, predicted {report['mistakes'][0]['predicted']})")
+    if html_path:
+        info(f"report: {html_path}")
+
+
+def comparison_summary(report: dict[str, Any], html_path: Any = None) -> None:
+    """Side-by-side headline metrics of A and B, B - A with its paired interval, McNemar's verdict."""
+    a, b, cmp = report["a"], report["b"], report["comparison"]
+    info(report["title"])
+    table = Table()
+    for col in ("metric", "A", "B", "B − A", "95% interval of B − A"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, label in _REPORT_ROWS.items():
+        va, vb = a["metrics"].get(key), b["metrics"].get(key)
+        if va is None or vb is None or key in ("n", "skipped"):
+            continue
+        diff = cmp["differences"].get(key)
+        ci = f"{diff['low']:+.4f} – {diff['high']:+.4f}{' *' if diff['excludes_zero'] else ''}" if diff else ""
+        table.add_row(label, f"{va:.4f}", f"{vb:.4f}", f"{vb - va:+.4f}", ci)
+    console.print(table)
+    sig = cmp["significance"]
+    if sig["significant"]:
+        better = "B" if sig["b_only_right"] > sig["a_only_right"] else "A"
+        verdict = f"{better} is better: McNemar p = {sig['p_value']:.3g}"
+    else:
+        verdict = f"no significant difference: McNemar p = {sig['p_value']:.3g}"
+    info(f"{verdict} (only A right {sig['a_only_right']}, only B right {sig['b_only_right']}, "
+         f"both right {sig['both_right']}, both wrong {sig['both_wrong']})")
+    if html_path:
+        info(f"report: {html_path}")

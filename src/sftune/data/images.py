@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 MAX_PIXELS = 16_384 * 16_384
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# PIL warns between 1x and 2x its limit and raises beyond; we refuse everything past the limit
+# ourselves with a message naming the file, so the warning would only be noise (set once, here:
+# warnings.catch_warnings is not thread-safe and the scan runs on threads).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
 
 
@@ -61,8 +66,10 @@ def inspect_image(path: Path) -> tuple[str | None, str | None]:
     """
     try:
         data = path.read_bytes()
-    except OSError as e:
-        return None, f"cannot read ({e.strerror or e})"
+    except FileNotFoundError:  # a manifest row naming a missing file, or a dangling symlink
+        return None, "file not found; fix its path or remove it from the data"
+    except OSError as e:  # permissions, symlink loops, a folder named like an image, I/O errors
+        return None, f"cannot read ({e.strerror or e}); fix its permissions or remove it"
     if not data:
         return None, "empty file (0 bytes)"
     digest = hashlib.sha256(data).hexdigest()

@@ -6,7 +6,8 @@ Layouts understood (``path`` is what the user passed as ``--data``):
 * ``path/<class>/*`` (no split on disk: a stratified, seeded split is made)
 * ``path`` = a ``.csv``/``.tsv`` manifest with ``path,label`` columns (and an
   optional ``split`` column holding ``train``/``val``); relative paths are
-  resolved against the manifest's folder.
+  resolved against the manifest's folder, and must stay inside it unless
+  ``allow_outside_root`` (a manifest from elsewhere must not read ``../../.ssh``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SftuneError
+from .checks import conflicting_label_warnings, leakage_warnings, mixed_label_warnings
 from .images import inspect_image, is_image_file
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
@@ -41,6 +43,7 @@ class LabeledImages:
     classes: list[str]
     split: dict = field(default_factory=dict)  # how val was obtained (recorded in the bundle)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, problem): train/val leakage, label mix-ups
     fingerprint: str = ""  # sha256 over (label, file content) of every sample
     digests: dict[Path, str] = field(default_factory=dict)  # sha256 of each file's content
 
@@ -83,20 +86,28 @@ def _walk_files(folder: Path) -> list[Path]:
     return out
 
 
-def read_manifest(path: Path) -> tuple[list[Sample], list[Sample] | None]:
-    """CSV/TSV manifest -> (train samples, val samples or None when no split column)."""
+def read_manifest(path: Path, allow_outside_root: bool = False) -> tuple[list[Sample], list[Sample] | None]:
+    """CSV/TSV manifest -> (train samples, val samples or None when no split column).
+
+    Paths resolve against the manifest's folder; one that lands outside it (``../``, an
+    absolute path, a symlink out) is refused unless ``allow_outside_root``."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
-            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+            header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
             rows = list(reader)
     except UnicodeDecodeError as e:
         raise SftuneError(f"manifest '{path}' is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except csv.Error as e:  # NUL bytes, a field over the csv module's size limit, ...
+        raise SftuneError(f"manifest '{path}' is not a readable {'TSV' if delimiter == chr(9) else 'CSV'} file "
+                          f"(line {getattr(e, 'line_num', None) or reader.line_num}: {e}); save it as plain UTF-8 "
+                          f"text with path,label columns") from None
     for needed in ("path", "label"):
         if needed not in header:
             raise SftuneError(f"manifest '{path}' has no '{needed}' column (columns: {', '.join(header) or 'none'}); "
                               f"the first line must name the columns, e.g. path,label")
+    root = path.parent.resolve()
     train: list[Sample] = []
     val: list[Sample] = []
     has_split = "split" in header
@@ -108,9 +119,17 @@ def read_manifest(path: Path) -> tuple[list[Sample], list[Sample] | None]:
             )
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if not row["path"] or not row["label"]:
-            raise SftuneError(f"manifest '{path}' line {line_no}: empty path or label")
+            raise SftuneError(f"manifest '{path}' line {line_no}: empty path or label (a missing column?); "
+                              f"every row needs a path and a label")
         file = Path(row["path"])
-        sample = Sample(file if file.is_absolute() else path.parent / file, row["label"])
+        file = file if file.is_absolute() else path.parent / file
+        if not allow_outside_root and not _inside(file, root):
+            raise SftuneError(
+                f"manifest '{path}' line {line_no}: '{row['path']}' points outside the manifest's folder {root}; "
+                f"move the manifest up to a folder that holds the images, or allow it with "
+                f"--set data.allow_outside_root=true"
+            )
+        sample = Sample(file, row["label"])
         split = row.get("split", "train").lower() if has_split else "train"
         if split in VAL_DIR_NAMES:
             val.append(sample)
@@ -119,6 +138,14 @@ def read_manifest(path: Path) -> tuple[list[Sample], list[Sample] | None]:
         else:
             raise SftuneError(f"manifest '{path}' line {line_no}: split '{split}' must be train or val")
     return train, (val if has_split and val else None)
+
+
+def _inside(file: Path, root: Path) -> bool:
+    # resolve() follows symlinks and '..', so neither can smuggle a path out of the root.
+    try:
+        return file.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a symlink loop: not inside anything; the image check reports it
+        return True
 
 
 # ------------------------------------------------------------------------------- checks
@@ -168,17 +195,21 @@ def find_labeled_images(
     val_fraction: float = 0.2,
     seed: int = 42,
     strict: bool = False,
+    allow_outside_root: bool = False,
 ) -> LabeledImages:
-    """Resolve ``--data`` (and optional ``--val-data``) into checked train/val samples."""
+    """Resolve ``--data`` (and optional ``--val-data``) into checked train/val samples.
+
+    Unreadable files are skipped and listed in ``skipped``; train/val leakage and
+    label mix-ups are listed in ``warnings``. ``strict`` makes the first of either fatal."""
     root = Path(path).expanduser()
     if not root.exists():
         raise SftuneError(f"data path '{root}' does not exist; pass an image folder or a CSV manifest with --data")
-    train, val = _read_source(root)
+    train, val = _read_source(root, allow_outside_root=allow_outside_root)
     if val_path is not None:
         val_root = Path(val_path).expanduser()
         if not val_root.exists():
             raise SftuneError(f"validation path '{val_root}' does not exist (data.val_path)")
-        val, _ = _read_source(val_root, allow_nested=False)
+        val, _ = _read_source(val_root, allow_nested=False, allow_outside_root=allow_outside_root)
 
     train, skipped, digests = check_images(train, strict)
     if val is not None:
@@ -205,17 +236,23 @@ def find_labeled_images(
             f"validation has classes that training lacks: {', '.join(unseen)}; add training images for them "
             f"or remove them from the validation set"
         )
+    warnings = (leakage_warnings(train, val, digests) + conflicting_label_warnings(train + val, digests)
+                + mixed_label_warnings(root, set(classes)))
+    if warnings and strict:
+        where, problem = warnings[0]
+        raise SftuneError(f"{where}: {problem} (or drop --strict to only warn)")
     split["val_files"] = sorted(_relative(s.path, root) for s in val)
     fingerprint = _fingerprint([(s.label, digests[s.path]) for s in train + val])
-    return LabeledImages(train=train, val=val, classes=classes, split=split, skipped=skipped, fingerprint=fingerprint,
-                         digests=digests)
+    return LabeledImages(train=train, val=val, classes=classes, split=split, skipped=skipped, warnings=warnings,
+                         fingerprint=fingerprint, digests=digests)
 
 
-def _read_source(root: Path, allow_nested: bool = True) -> tuple[list[Sample], list[Sample] | None]:
+def _read_source(root: Path, allow_nested: bool = True,
+                 allow_outside_root: bool = False) -> tuple[list[Sample], list[Sample] | None]:
     if root.is_file():
         if root.suffix.lower() not in (".csv", ".tsv"):
             raise SftuneError(f"'{root}' is a file but not a .csv/.tsv manifest; pass a folder or a manifest")
-        return read_manifest(root)
+        return read_manifest(root, allow_outside_root)
     if allow_nested and (root / "train").is_dir():
         val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
         return scan_class_folders(root / "train"), (scan_class_folders(val_dir) if val_dir else None)

@@ -22,11 +22,16 @@ class ImagePipeline(Pipeline):
     def load(self) -> None:
         config = self.config
         self.data = find_labeled_images(config.data.path, config.data.val_path, config.data.val_fraction,
-                                        config.train.seed, config.data.strict)
+                                        config.train.seed, config.data.strict, config.data.allow_outside_root)
         for path, reason in self.data.skipped[:5]:
             self.log(f"warning: skipped {path}: {reason}")
         if self.data.skipped:
             self.log(f"warning: skipped {len(self.data.skipped)} unreadable file(s) in total (use --strict to make this an error)")
+        for where, problem in self.data.warnings[:5]:
+            self.log(f"warning: {where}: {problem}")
+        if self.data.warnings:
+            self.log(f"warning: {len(self.data.warnings)} data problem(s) in total, listed in lineage.json "
+                     f"(use --strict to make them an error)")
         self.backbone = create_backbone(config.model.name, config.model.pretrained, config.model.arch)
         config.model.arch = self.backbone.arch
         self.data_config = self.backbone.data_config(config.data.image_size)
@@ -98,5 +103,6 @@ class ImagePipeline(Pipeline):
             "val_images": len(data.val),
             "classes": data.classes,
             "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
+            "warnings": [{"path": p, "problem": r} for p, r in data.warnings],
             "split": data.split,
         }
