@@ -197,29 +197,85 @@ def lr_find(config_file: str | None, sets: tuple[str, ...], no_progress: bool, p
 
 
 @cli.command(name="eval")
-@click.argument("bundle", type=click.Path())
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(), metavar="BUNDLE [BUNDLE_B]")
 @click.option("--data", required=True, help="Images: a <class>/* folder, a train/val root (its val/ is used) or a CSV. "
                                              "Text: a table file, a folder's val/dev file, or a saved HF dataset's validation split.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for report.html and report.json [BUNDLE/reports/<data name>; two bundles: "
+                   "BUNDLE/reports/<data name>-vs-<BUNDLE_B name>].")
+@click.option("--no-report", is_flag=True, help="Metrics only: write no report files.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals (0 = none).")
+@click.option("--mistakes", type=click.IntRange(min=0), default=24, show_default=True,
+              help="Most confident mistakes shown in the report.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--strict", is_flag=True, help="Fail on unreadable images instead of skipping them.")
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
               help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-def eval_cmd(bundle: str, data: str, batch_size: int, strict: bool, precision: str, as_json: bool) -> None:
-    """Evaluate a bundle on labeled data: accuracy, macro precision/recall/F1, loss.
+@click.option("--json", "as_json", is_flag=True, help="Print metrics (two bundles: the comparison) as JSON.")
+def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bool, bootstrap: int, mistakes: int,
+             batch_size: int, strict: bool, precision: str, as_json: bool) -> None:
+    """Evaluate a bundle on labeled data, or compare two bundles on the same data.
+
+    \b
+    One bundle: accuracy, balanced accuracy, top-k, precision/recall/F1 (macro,
+    weighted, per class), confusion matrix, ROC-AUC, PR-AUC, calibration error
+    and log loss, with 95% bootstrap intervals; report.html (plots, per-class
+    table, most confident mistakes) and report.json.
+    Two bundles: both evaluated on the same examples; the differences B - A with
+    paired bootstrap intervals and McNemar's exact test.
 
     \b
     Examples:
       sftune eval runs/ants --data hymenoptera_data/val
-      sftune eval runs/sst2 --data SST-2/dev.tsv
+      sftune eval runs/ants runs/ants_full --data hymenoptera_data/val
+      sftune eval runs/sst2 --data SST-2/dev.tsv --json
     """
+    from ..eval.report import comparison_report, evaluation_report, write_report
     from ..predictor import load
 
-    metrics = load(bundle, precision=precision).evaluate(data, batch_size=batch_size, strict=strict)
-    if as_json:
-        click.echo(json.dumps(metrics, indent=2))
+    if len(bundles) > 2:
+        raise SftuneError(f"eval takes one bundle, or two to compare; got {len(bundles)}")
+    models = [load(b, precision=precision) for b in bundles]
+    kind = "text" if hasattr(models[0], "collator") else "images"
+    if len({hasattr(m, "collator") for m in models}) > 1:
+        raise SftuneError(f"cannot compare an image model with a text model: {bundles[0]} vs {bundles[1]}")
+    outputs = [m.outputs(data, batch_size=batch_size, strict=strict) for m in models]
+    if len(models) == 1:
+        report = evaluation_report(outputs[0], bundles[0], data, kind, bootstrap=bootstrap, mistakes=mistakes)
+        default_folder = Path(bundles[0]) / "reports" / _data_name(data)
     else:
-        output.metrics_table(metrics, title=f"{bundle} on {data}")
+        report = comparison_report(outputs[0], outputs[1], bundles[0], bundles[1], data, kind,
+                                   bootstrap=bootstrap, mistakes=mistakes)
+        default_folder = Path(bundles[0]) / "reports" / f"{_data_name(data)}-vs-{Path(bundles[1]).absolute().name}"
+    html_path = None
+    if not no_report:
+        folder = Path(out) if out else default_folder
+        try:
+            _, html_path = write_report(folder, report, items_are_files=kind == "images")
+        except OSError as e:
+            raise SftuneError(f"cannot write the report to '{folder}' ({e.strerror}); pass --out DIR or --no-report") from None
+    if as_json:
+        if len(models) == 1:
+            metrics = dict(report["metrics"], intervals=report["intervals"], per_class=report["per_class"])
+        else:
+            metrics = {"a": report["a"]["metrics"], "b": report["b"]["metrics"], **report["comparison"]}
+        from ..eval.report import finite
+
+        click.echo(json.dumps({**finite(metrics), "report": str(html_path) if html_path else None}, indent=2))
+    elif len(models) == 1:
+        output.report_summary(report, html_path)
+    else:
+        output.comparison_summary(report, html_path)
+
+
+def _data_name(data: str) -> str:
+    """A folder name for reports on ``data``: its name, with the parent's for val/test/dev folders."""
+    path = Path(data).expanduser().absolute()
+    name = path.stem if path.is_file() else path.name
+    if name.lower() in ("val", "valid", "validation", "test", "dev", "eval"):
+        name = f"{path.parent.name}-{name}"
+    return name or "data"
 
 
 @cli.command()
@@ -323,8 +379,10 @@ def demo(data_dir: str, out: str, no_progress: bool) -> None:
 
 
 from .drift_cmd import drift as _drift  # noqa: E402  (continual: drift, registry, update)
+from .registry_cmd import registry as _registry  # noqa: E402
 
 cli.add_command(_drift)
+cli.add_command(_registry)
 
 
 def main(argv: list[str] | None = None) -> None:
