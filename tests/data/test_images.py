@@ -245,6 +245,9 @@ def test_text_file_named_jpg_is_refused(tmp_path):
 
 def test_unreadable_path_reports_cannot_read(tmp_path):
     digest, reason = inspect_image(tmp_path / "missing.png")
+    assert digest is None and reason.startswith("file not found")
+    (tmp_path / "folder.png").mkdir()
+    digest, reason = inspect_image(tmp_path / "folder.png")
     assert digest is None and reason.startswith("cannot read")
 
 

@@ -122,7 +122,9 @@ def test_csv_manifest_with_bom_and_absolute_paths(tmp_path):
     manifest = tmp_path / "sub" / "abs.csv"
     manifest.parent.mkdir()
     manifest.write_bytes(("path,label\n" + "".join(f"{p},{lbl}\n" for p, lbl in rows)).encode("utf-8-sig"))
-    data = find_labeled_images(manifest)
+    with pytest.raises(SftuneError, match="outside the manifest's folder"):  # a stranger's manifest cannot reach out
+        find_labeled_images(manifest)
+    data = find_labeled_images(manifest, allow_outside_root=True)
     assert data.classes == ["3", "4"]
     assert len(data.train) + len(data.val) == 6
 

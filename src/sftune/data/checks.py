@@ -23,7 +23,10 @@ def leakage_warnings(train: list[Sample], val: list[Sample], digests: dict[Path,
     out: list[tuple[str, str]] = []
     for s in val:
         twin = train_by_digest.get(digests[s.path])
-        if twin is not None:
+        if twin is not None and twin.path == s.path:
+            out.append((str(s.path), "listed for both training and validation (train/val leakage inflates the "
+                                     "validation score); keep it on one side"))
+        elif twin is not None:
             out.append((str(s.path), f"identical to training file {twin.path} (train/val leakage inflates the "
                                      f"validation score); remove one of the two copies"))
     return out

@@ -118,6 +118,8 @@ def read_manifest(path: Path, allow_outside_root: bool = False) -> tuple[list[Sa
                 f"{len(header)} ({', '.join(header)}); quote values that contain '{delimiter}'"
             )
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        if any("\x00" in v for v in row.values()):  # no file name can hold one; a binary file or a bad export
+            raise SftuneError(f"manifest '{path}' line {line_no}: holds a NUL byte; save the manifest as plain UTF-8 text")
         if not row["path"] or not row["label"]:
             raise SftuneError(f"manifest '{path}' line {line_no}: empty path or label (a missing column?); "
                               f"every row needs a path and a label")
