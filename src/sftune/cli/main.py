@@ -242,7 +242,8 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
         raise SftuneError(f"cannot compare an image model with a text model: {bundles[0]} vs {bundles[1]}")
     outputs = [m.outputs(data, batch_size=batch_size, strict=strict) for m in models]
     if len(models) == 1:
-        report = evaluation_report(outputs[0], bundles[0], data, kind, bootstrap=bootstrap, mistakes=mistakes)
+        report = evaluation_report(outputs[0], bundles[0], data, kind, bootstrap=bootstrap, mistakes=mistakes,
+                                   title=f"{Path(bundles[0]).absolute().name} on {_data_name(data)}")
         default_folder = Path(bundles[0]) / "reports" / _data_name(data)
     else:
         report = comparison_report(outputs[0], outputs[1], bundles[0], bundles[1], data, kind,
@@ -380,9 +381,11 @@ def demo(data_dir: str, out: str, no_progress: bool) -> None:
 
 from .drift_cmd import drift as _drift  # noqa: E402  (continual: drift, registry, update)
 from .registry_cmd import registry as _registry  # noqa: E402
+from .update_cmd import update as _update  # noqa: E402
 
 cli.add_command(_drift)
 cli.add_command(_registry)
+cli.add_command(_update)
 
 
 def main(argv: list[str] | None = None) -> None:

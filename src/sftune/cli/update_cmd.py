@@ -1,0 +1,106 @@
+"""``sftune update``: re-fine-tune the champion on new data + replay; promote only through the gate."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from . import output
+from .registry_cmd import REGISTRY_HELP
+
+EXIT_REFUSED = 4  # 0 = promoted (or gate passed without a registry), 4 = gate refused, 2 = input error
+
+
+@click.command(name="update")
+@click.argument("champion")
+@click.option("--data", required=True, help="New labeled data (same forms as `sftune train --data`); its val/ "
+                                             "(or a stratified split) is held out for the gate.")
+@click.option("--registry", "spec", help=REGISTRY_HELP.replace(" [$SFTUNE_REGISTRY, else ./models]", "")
+              + " With it, CHAMPION may be NAME, NAME@ALIAS or NAME/VERSION and the challenger is registered.")
+@click.option("--name", help="Registry model name [from CHAMPION; else the champion folder's name].")
+@click.option("--out", type=click.Path(file_okay=False), help="Challenger bundle folder [runs/update-<time>].")
+@click.option("--metric", type=click.Choice(["acc", "f1", "precision", "recall"]), default="acc", show_default=True,
+              help="Gate metric.")
+@click.option("--min-gain", type=float, default=0.0, show_default=True,
+              help="Challenger minus champion on held-out new data must be at least this (0.01 = 1 point).")
+@click.option("--max-drop", type=float, default=0.02, show_default=True,
+              help="Champion minus challenger on held-out old data may be at most this.")
+@click.option("--replay-ratio", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Old examples replayed per new training example (from the champion's replay.json).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of the new data held out when it has no val split.")
+@click.option("--epochs", type=int, help="Maximum epochs [the champion's].")
+@click.option("--strategy", help="Fine-tuning strategy [the champion's].")
+@click.option("--lr", type=float, help="Learning rate [the champion's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key of the champion's config.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print scores, decision and registry changes as JSON.")
+def update(champion: str, data: str, spec: str | None, name: str | None, out: str | None, metric: str,
+           min_gain: float, max_drop: float, replay_ratio: float, val_fraction: float, epochs: int | None,
+           strategy: str | None, lr: float | None, seed: int, sets: tuple[str, ...], no_progress: bool,
+           as_json: bool) -> None:
+    """Re-fine-tune CHAMPION on new data mixed with replayed old data; promote only if the gate passes.
+
+    \b
+    Champion and challenger are scored on held-out old data (the champion's
+    validation set) and held-out new data. The gate passes when the challenger
+    gains at least --min-gain on new data and loses at most --max-drop on old.
+    With --registry the challenger is registered (alias challenger, parent = the
+    champion) and, if the gate passes, becomes champion; the audit log records it.
+
+    \b
+    Exit status: 0 promoted (gate passed), 4 not promoted (gate refused), 2 input error.
+
+    \b
+    Examples:
+      sftune update runs/ants --data new_photos/ --out runs/ants-2
+      sftune update ants --registry models/ --data new_photos/ --max-drop 0.01 --json
+    """
+    from ..continual.gate import Gate
+    from ..continual.registry import open_registry, parse_ref
+    from ..bundle import is_bundle
+    from ..continual.update import run_update
+    from ..errors import SftuneError
+
+    registry = open_registry(spec) if spec else None
+    champion_ref = None
+    bundle = Path(champion).expanduser()
+    if registry is not None and not is_bundle(bundle):
+        ref_name, ref = parse_ref(champion)
+        version = registry.get(ref_name, ref)
+        bundle, name, champion_ref = Path(version.path), name or ref_name, f"{ref_name}/{version.version}"
+    elif registry is not None:
+        name = name or bundle.absolute().name
+        match = [v for v in registry.versions(name) if Path(v.path) == bundle.absolute()]
+        champion_ref = f"{name}/{match[0].version}" if match else None
+    elif not is_bundle(bundle):
+        raise SftuneError(f"champion '{champion}' is not a bundle folder; registry references need --registry")
+    overrides = {"train.epochs": epochs, "strategy.name": strategy, "train.lr": lr}
+    if no_progress:
+        overrides["trainer.progress_bar"] = False
+    log = (lambda m: click.echo(m, err=True)) if as_json else output.info  # JSON alone on stdout
+    result = run_update(bundle, data, out or Path("runs") / time.strftime("update-%Y%m%d-%H%M%S"),
+                        Gate(metric, min_gain, max_drop), registry, name, champion_ref, replay_ratio, val_fraction,
+                        seed, overrides, list(sets), log)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"held-out {metric}: champion vs challenger")
+        for col in ("data", "champion", "challenger", "change"):
+            table.add_column(col, justify="left" if col == "data" else "right")
+        for part in ("old", "new"):
+            a, b = result.scores["champion"][part][metric], result.scores["challenger"][part][metric]
+            n = int(result.scores["champion"][part].get("n", 0))
+            table.add_row(f"{part} ({n})", f"{a:.4f}", f"{b:.4f}", f"{b - a:+.4f}")
+        output.console.print(table)
+        d = result.decision
+        output.info(("PROMOTE: gate passed" if d.promote else "KEEP champion: " + "; ".join(d.reasons))
+                    + f"  (challenger bundle: {result.challenger})")
+    if not result.decision.promote:
+        click.get_current_context().exit(EXIT_REFUSED)

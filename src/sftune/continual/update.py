@@ -1,0 +1,209 @@
+"""The update loop: fit -> evaluate -> gate -> promote.
+
+1. **fit**: the champion's own config, starting from its weights (``model.name = file:<champion>``),
+   on the new data's training part mixed with a replay sample of the old training data
+   (named in the champion's ``replay.json``), so it keeps what it knew.
+2. **evaluate**: champion and challenger on held-out *old* data (the champion's validation set)
+   and held-out *new* data (a stratified split of the new data neither model trained on).
+3. **gate**: :class:`~sftune.continual.gate.Gate` (better on new, at most ``max_drop`` worse on old).
+4. **promote**: with a registry, the challenger is registered (alias ``challenger``, parent = the
+   champion's version) and, if the gate passed, ``champion`` moves to it in one transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import bundle as B
+from ..errors import SftuneError
+from .gate import Decision, Gate
+from .reference import read_replay, stratified_sample
+
+UPDATE = "update.json"  # written into the challenger bundle: data, replay, scores, decision
+
+
+@dataclass
+class UpdateResult:
+    champion: str  # bundle path of the champion
+    challenger: Path
+    scores: dict[str, dict[str, dict[str, float]]]  # {"champion"|"challenger": {"old"|"new": metrics}}
+    decision: Decision
+    data: dict[str, Any]
+    registry: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"champion": self.champion, "challenger": str(self.challenger), "promoted": self.decision.promote,
+                "decision": self.decision.to_dict(), "scores": self.scores, "data": self.data,
+                "registry": self.registry}
+
+
+def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate: Gate | None = None,
+               registry: Any = None, name: str | None = None, champion_ref: str | None = None,
+               replay_ratio: float = 1.0, val_fraction: float = 0.2, seed: int = 0,
+               overrides: dict[str, Any] | None = None, sets: list[str] | None = None,
+               log: Callable[[str], None] = print) -> UpdateResult:
+    """Fine-tune ``champion`` on ``new_data`` + replay, evaluate both, gate, promote in ``registry``.
+
+    ``replay_ratio``: old examples per new training example (capped by the replay sample's size).
+    ``champion_ref``: the champion's "name/version" in ``registry`` (its challenger's parent).
+    """
+    from ..config import build_config, load_yaml
+    from ..engine import run_training
+
+    gate = gate or Gate()
+    champion = B.check_bundle(champion).absolute()
+    spec = read_replay(champion)
+    if spec.get("multi_label"):
+        raise SftuneError("update supports single-label models for now; retrain multi-label models with sftune train")
+    old_config = load_yaml(champion / B.CONFIG)
+    classes: list[str] = spec["classes"]
+    new_train, new_val, fingerprint = _split_new(spec["kind"], Path(new_data).expanduser(), old_config, val_fraction, seed)
+    unknown = sorted({s.label for s in new_train + new_val} - set(classes))
+    if unknown:
+        raise SftuneError(f"new data has classes the champion does not know: {', '.join(unknown)}; update keeps the "
+                          f"class set ({', '.join(classes)}): train a new model for new classes")
+    replay_pool = _replay_items(spec, spec["train"], log)
+    old_val = _replay_items(spec, spec["val"], log)
+    if not old_val:
+        raise SftuneError(f"none of the champion's held-out examples in {champion / 'replay.json'} can be read; "
+                          f"the old data has moved or changed")
+    n_replay = min(len(replay_pool), round(replay_ratio * len(new_train)))
+    replay = stratified_sample(replay_pool, n_replay, seed)
+    log(f"update: {len(new_train)} new training examples + {len(replay)} replayed old ones; held out: "
+        f"{len(new_val)} new, {len(old_val)} old")
+
+    with tempfile.TemporaryDirectory(prefix="sftune-update-") as tmp:
+        data_path = _write_training_data(spec["kind"], Path(tmp), new_train + replay)
+        tree = {k: v for k, v in old_config.items()}
+        tree["model"] = {**tree.get("model", {}), "name": f"file:{champion}"}
+        tree["data"] = {**tree.get("data", {}), "path": str(data_path), "val_path": None}
+        if spec["kind"] == "text":
+            tree["data"].update(text_column="text", label_column="label",
+                                text_pair_column="text_pair" if any(s.text_pair for s in new_train + replay) else None)
+        tree.setdefault("train", {})["seed"] = seed
+        from ..config import DataConfig
+
+        if "allow_outside_root" in DataConfig.model_fields:  # our own manifest names the user's files where they are
+            tree["data"]["allow_outside_root"] = True
+        config = build_config(base=tree, overrides=overrides, sets=sets)
+        result = run_training(config, out, overwrite=False, log=log)
+        challenger = result.path
+        kept = challenger / "update"  # the training manifest lives on with the bundle (lineage points at it)
+        kept.mkdir(exist_ok=True)
+        for f in Path(tmp).iterdir():
+            shutil.copy(f, kept / f.name)
+
+    scores = {"champion": {}, "challenger": {}}
+    for role, bundle in (("champion", champion), ("challenger", challenger)):
+        model = _load(bundle)
+        scores[role]["old"] = _score(model, old_val)
+        scores[role]["new"] = _score(model, new_val)
+    decision = gate.decide(scores["champion"], scores["challenger"])
+    data_info = {"new": str(Path(new_data).expanduser().absolute()), "new_fingerprint_sha256": fingerprint,
+                 "new_train": len(new_train), "new_held_out": len(new_val), "replay": len(replay),
+                 "old_held_out": len(old_val)}
+    update = {"parent": {"path": str(champion), "registry": champion_ref}, "data": data_info, "scores": scores,
+              "decision": decision.to_dict()}
+    lineage = B.read_json(challenger / B.LINEAGE)
+    lineage["data"]["path"] = str(kept / data_path.name)
+    lineage["update"] = update
+    B.atomic_write_json(challenger / B.LINEAGE, lineage)
+    B.atomic_write_json(challenger / UPDATE, update)
+
+    reg_info: dict[str, Any] = {}
+    if registry is not None and name:
+        note = "; ".join(decision.reasons) or f"gate passed ({gate.metric} {decision.gain_new:+.4f} new, " \
+                                                f"{-decision.drop_old:+.4f} old)"
+        version = registry.register(challenger, name, parent=champion_ref, alias="challenger", note=note)
+        reg_info = {"name": name, "version": version.version, "parent": champion_ref}
+        if decision.promote:
+            registry.set_alias(name, "champion", version.version, note=f"update: {note}")
+            reg_info["champion"] = version.version
+        log(f"registry: {name}/{version.version} registered as challenger"
+            + (f" and promoted to champion" if decision.promote else "; champion unchanged"))
+    return UpdateResult(str(champion), challenger, scores, decision, data_info, reg_info)
+
+
+# --------------------------------------------------------------------------------- data
+
+
+def _split_new(kind: str, path: Path, old_config: dict[str, Any], val_fraction: float, seed: int):
+    """(train, held-out, fingerprint) of the new data; its own val/ or val file is the held-out part."""
+    if kind == "images":
+        from ..data import find_labeled_images
+
+        data = find_labeled_images(path, None, val_fraction, seed, strict=False)
+        return data.train, data.val, data.fingerprint
+    from ..data.texts import find_labeled_texts
+
+    c = old_config.get("data", {})
+    data = find_labeled_texts(path, None, val_fraction, seed, c.get("text_column"), c.get("label_column"),
+                              c.get("text_pair_column"), False, c.get("label_separator", ","))
+    return data.train, data.val, data.fingerprint
+
+
+def _replay_items(spec: dict[str, Any], items: list[dict[str, Any]], log: Callable[[str], None]) -> list[Any]:
+    """Replay/held-out entries of replay.json as samples; image files that vanished or changed are skipped."""
+    if spec["kind"] == "text":
+        from ..data.texts import TextSample
+
+        return [TextSample(i["text"], i["label"], i.get("text_pair")) for i in items]
+    from ..data import Sample
+    from ..data.sources import check_images
+
+    samples = [Sample(Path(i["path"]), i["label"]) for i in items]
+    present = [s for s in samples if s.path.is_file()]
+    good, _, digests = check_images(present, strict=False)
+    want = {Path(i["path"]): i.get("sha256") for i in items}
+    same = [s for s in good if want.get(s.path) in (None, digests.get(s.path))]
+    if len(same) < len(samples):
+        log(f"warning: {len(samples) - len(same)} of {len(samples)} old examples are missing or changed; skipped")
+    return same
+
+
+def _write_training_data(kind: str, folder: Path, samples: list[Any]) -> Path:
+    """A manifest the engine reads like any user data: images path,label CSV; text a train.csv."""
+    if kind == "images":
+        path = folder / "manifest.csv"
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label"])
+            w.writerows([str(Path(s.path).absolute()), s.label] for s in samples)
+        return path
+    path = folder / "train.csv"
+    pairs = any(s.text_pair for s in samples)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "text_pair", "label"] if pairs else ["text", "label"])
+        w.writerows([s.text, s.text_pair or "", s.label] if pairs else [s.text, s.label] for s in samples)
+    return path
+
+
+# ------------------------------------------------------------------------------- scoring
+
+
+def _load(bundle: Path) -> Any:
+    from ..predictor import load
+
+    return load(bundle)
+
+
+def _score(model: Any, samples: list[Any]) -> dict[str, float]:
+    """Headline metrics of ``model`` on labeled samples (the predictors' inference loops)."""
+    from ..eval import evaluate_logits
+
+    if hasattr(model, "collator"):
+        out = model.outputs(samples)
+        batches = [(out.logits, out.targets)]
+    else:  # images: with the files' digests, a linear probe's cached features are reused
+        from ..data.sources import check_images
+
+        good, _, digests = check_images(samples, strict=False)
+        batches = [(logits, labels) for logits, labels in model.logits(good, 64, 0, digests)]
+    metrics = evaluate_logits(batches, len(model.classes))
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
