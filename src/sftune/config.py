@@ -127,6 +127,23 @@ class TrainerConfig(_Section):
         return v
 
 
+class ReportConfig(_Section):
+    """What every finished run (and `sftune eval`) writes besides metrics.json: report.json and report.html."""
+
+    enabled: bool = Field(True, description="write report.json and report.html (plots, per-class table, mistakes) into the bundle")
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples for the metrics' 95% intervals (0 = none)")
+    mistakes: int = Field(24, ge=0, le=500, description="most confident mistakes shown in the report's gallery")
+
+
+class LoggingConfig(_Section):
+    """Experiment loggers besides the CSV log every run keeps in logs/metrics.csv."""
+
+    tensorboard: bool = Field(False, description="also log to TensorBoard (<bundle>/logs/tensorboard; needs `pip install tensorboard`)")
+    mlflow: bool = Field(False, description="also log to MLflow (needs `pip install mlflow-skinny`)")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow server or store (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    mlflow_experiment: str = Field("sftune", description="MLflow experiment name")
+
+
 class RunConfig(_Section):
     task: Literal["auto", "image_classification", "text_classification"] = Field(
         "auto", description="auto: text when the model is a text encoder or the data is a text table, else images")
@@ -135,6 +152,8 @@ class RunConfig(_Section):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -24,10 +24,12 @@ from . import __version__
 from . import bundle as B
 from .config import RunConfig, StrategyConfig, dump_yaml, load_yaml, resolve_task, validate
 from .precision import inference_bf16, subnormals_flushed
+from . import resilience
 from .data import FeatureData
 from .data.datamodule import default_workers, make_loader
 from .errors import SftuneError
 from .eval import evaluate_logits
+from .eval.outputs import Outputs, describe_item
 from .adapters import adapter_state_dict
 from .pipelines import Pipeline, create_pipeline
 from .strategies import Strategy, create_strategy, strategy_options_of
@@ -115,7 +117,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         # A separate unmonitored callback rewrites last.ckpt after every epoch: Lightning 2.6's
         # save_last only writes when a new best is saved, which would make --resume lose epochs.
         last = ModelCheckpoint(dirpath=run.work / B.CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
-        callbacks: list[Any] = [checkpoint, last, _ElapsedTime(started)]
+        callbacks: list[Any] = [checkpoint, last, _ElapsedTime(started), resilience.FiniteWeights()]
         if config.train.ema:
             callbacks.append(EMA(config.train.ema_decay))
         if config.train.patience > 0:
@@ -127,7 +129,13 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         try:
             trainer = _make_trainer(config, strategy.min_epochs(), callbacks, CSVLogger(run.work, name="logs", version=""))
             _compute_options(trainer, task, datamodule, config, resume, log)
-            trainer.fit(task, datamodule=datamodule, ckpt_path=run.last_checkpoint if resume else None, weights_only=True)
+
+            def rebuild() -> L.Trainer:  # after an out-of-memory error: a fresh Trainer, the earlier log kept
+                _keep_previous_log(run.work / "logs")
+                return _make_trainer(config, strategy.min_epochs(), callbacks, CSVLogger(run.work, name="logs", version=""))
+
+            # OOM -> smaller steps, same effective batch; Ctrl-C -> RunInterrupted (resilience.py)
+            trainer = resilience.fit(trainer, rebuild, task, datamodule, run.last_checkpoint, resume, log)
         finally:
             quiet.__exit__(None, None, None)
         if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop; last.ckpt is on disk
@@ -169,12 +177,15 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
                 logits = task.head(val_x)
                 if task.multi_label:  # 0 = each class's tuned threshold, as the bundle's predictor does
                     logits = logits - torch.logit(torch.tensor(labels["thresholds"]))
-                metrics = evaluate_logits([(logits, val_y)], len(data.classes), multi_label=task.multi_label)
+            outputs = Outputs(list(data.classes), logits.float(), val_y, [describe_item(s) for s in data.val],
+                              multi_label=task.multi_label)
         else:
             from .predictor import load
 
-            metrics = load(run.work, precision=config.trainer.inference_precision).evaluate(
+            outputs = load(run.work, precision=config.trainer.inference_precision).outputs(
                 data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
+        outputs.skipped = list(getattr(data, "skipped", []))  # the report lists every file the run could not read
+        metrics = evaluate_logits([(outputs.logits, outputs.targets)], len(data.classes), multi_label=task.multi_label)
         metrics["skipped"] = len(getattr(data, "skipped", []))
         metrics["data_warnings"] = len(getattr(data, "warnings", []))
         metrics.update(strategy=strategy.name, trainable_parameters=task.trainable_parameters(), total_parameters=total)
@@ -188,6 +199,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             history=_history(run.work / "logs"),
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
+        if config.report.enabled:
+            _write_report(run.work, run.final, outputs, config, pipeline.kind, getattr(data, "split", {}) or {})
         try:  # reference statistics for `sftune drift` / `sftune update`; optional, so never fatal
             from .continual.reference import write_reference
 
@@ -208,9 +221,9 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
 
 
 class _ElapsedTime(L.Callback):
-    """Logs ``time/elapsed_s`` (seconds since the run started) and ``time/train_s`` (this
-    epoch's training batches, validation excluded) with each epoch's val metrics, so
-    metrics.json's history shows time-to-accuracy and training throughput."""
+    """Logs ``time/elapsed_s`` (seconds since the run started), ``time/train_s`` (this
+    epoch's training batches, validation excluded) and ``lr-<group>`` with each epoch's val
+    metrics, so metrics.json's history shows time-to-accuracy, throughput and the schedule."""
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -219,6 +232,12 @@ class _ElapsedTime(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_started = time.time()
+        # The learning rate of each param group as the epoch starts (the report's LR curve); a
+        # group split by weight decay shares its name and its LR, so each name is kept once.
+        self.lrs: dict[str, float] = {}
+        for optimizer in trainer.optimizers[:1]:
+            for group in optimizer.param_groups:
+                self.lrs.setdefault(f"lr-{group.get('name', f'group{len(self.lrs)}')}", float(group["lr"]))
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -228,6 +247,22 @@ class _ElapsedTime(L.Callback):
         if not trainer.sanity_checking:
             pl_module.log("time/elapsed_s", float(time.time() - self.started))
             pl_module.log("time/train_s", float(self.train_seconds))
+            for name, lr in getattr(self, "lrs", {}).items():
+                pl_module.log(name, lr)
+
+
+def _write_report(folder: Path, final: Path, outputs: Outputs, config: RunConfig, kind: str, split: dict[str, Any]) -> None:
+    """report.json + report.html of the final weights on the val set (eval/report.py)."""
+    if split.get("val_fraction"):
+        val = f"{config.data.path}: {split['method']} {split['val_fraction']:.0%} validation split (seed {split.get('seed')})"
+    else:
+        val = f"{split.get('source') or config.data.val_path or config.data.path}: validation set"
+    from .eval.report import evaluation_report, write_report
+
+    report = evaluation_report(outputs, folder, val, kind, title=f"{Path(str(config.data.path)).name}: "
+                               f"{config.model.name} + {config.strategy.name}, validation",
+                               bootstrap=config.report.bootstrap, mistakes=config.report.mistakes, location=final)
+    write_report(folder, report, items_are_files=kind == "images")
 
 
 def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable[[str], None]) -> None:
@@ -388,6 +423,7 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
             deterministic=t.deterministic,
             callbacks=callbacks,
             logger=logger,
+            plugins=[resilience.AtomicCheckpointIO()],  # kill -9 while saving leaves the previous last.ckpt whole
             enable_progress_bar=t.progress_bar,
             enable_model_summary=False,
             log_every_n_steps=1,

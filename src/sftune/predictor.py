@@ -14,7 +14,7 @@ from .data import ImageDataset, Sample, build_transforms, find_unlabeled_images,
 from .data.sources import check_images, scan_class_folders, read_manifest, VAL_DIR_NAMES
 from .errors import SftuneError
 from .eval import evaluate_logits
-from .eval.outputs import Outputs, gather
+from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
 from .precision import inference_bf16
 
@@ -129,7 +129,7 @@ class FineTunedModel:
             )
         if not samples:
             raise SftuneError(f"no readable labeled images in '{data}'")
-        return gather(self.classes, [str(s.path) for s in samples],
+        return gather(self.classes, [describe_item(s) for s in samples],
                       self._batches(samples, batch_size, num_workers, digests, features), skipped=skipped)
 
     def evaluate(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0, strict: bool = False) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from .data.text_batches import TextCollator, TextDataset
 from .data.texts import TextSample, read_labeled_texts
 from .errors import SftuneError
 from .eval import evaluate_logits
-from .eval.outputs import Outputs, gather
+from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
 from .precision import inference_bf16
 
@@ -130,8 +130,7 @@ class FineTunedTextModel:
                               f"it knows: {', '.join(self.classes)}")
         if not samples:
             raise SftuneError(f"no labeled texts in '{data}'")
-        items = [s.text if s.text_pair is None else f"{s.text} ⟂ {s.text_pair}" for s in samples]
-        return gather(self.classes, items, self._batches(samples, batch_size, features), multi_label=self.multi_label)
+        return gather(self.classes, [describe_item(s) for s in samples], self._batches(samples, batch_size, features), multi_label=self.multi_label)
 
     def evaluate(self, data: str | Path | list[TextSample], batch_size: int = 64, **_: Any) -> dict[str, Any]:
         """Headline metrics on labeled texts (a table file, a folder's val file, or a saved HF dataset's validation split)."""

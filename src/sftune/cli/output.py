@@ -127,7 +127,8 @@ def report_summary(report: dict[str, Any], html_path: Any = None, per_class_rows
     matrix = report.get("confusion_matrix")
     if matrix and len(matrix) <= 10:
         classes = report["data"]["classes"]
-        cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+        info("confusion matrix (rows: true class, columns: predicted)")
+        cm = Table()
         cm.add_column("")
         for name in classes:
             cm.add_column(name[:12], justify="right")

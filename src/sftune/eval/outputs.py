@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -51,6 +52,14 @@ class Outputs:
         if self.multi_label:
             return (self.predicted == self.targets.bool()).all(dim=1)
         return self.predicted == self.targets
+
+
+def describe_item(sample: Any) -> str:
+    """How an example shows in reports: an image's path, a text, or "text ⟂ pair" for sentence pairs."""
+    if hasattr(sample, "path"):
+        return str(sample.path)
+    pair = getattr(sample, "text_pair", None)
+    return sample.text if pair is None else f"{sample.text} ⟂ {pair}"
 
 
 def gather(classes: list[str], items: list[str], batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
