@@ -25,9 +25,19 @@ class _Group(click.Group):
         except SftuneError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted; an unfinished run continues with: sftune train --out <dir> --resume", err=True)
+        except KeyboardInterrupt as e:  # training raises RunInterrupted, whose message names the checkpoint
+            click.echo(str(e) or "interrupted; an unfinished run continues with: sftune train --out <dir> --resume",
+                       err=True)
             ctx.exit(130)
+        except RuntimeError as e:
+            import torch
+
+            if not isinstance(e, torch.OutOfMemoryError):
+                raise
+            # Training itself retries with smaller steps (resilience.py); elsewhere (features, eval) say what to do.
+            click.echo("error: out of accelerator memory; lower --batch-size (or --image-size / --max-length), "
+                       "or use --precision bf16-mixed", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
