@@ -28,6 +28,7 @@ def finetune(
     val_data: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    trust_pickle: bool = False,
     **overrides: Any,
 ) -> "RunResult":
     """Fine-tune ``model`` on ``data`` and write a bundle to ``out``.
@@ -35,6 +36,7 @@ def finetune(
     ``data``: images or texts (the task is detected); ``val_data``: separate validation data.
     ``overrides`` are dotted config keys with ``__`` for dots, e.g.
     ``train__epochs=5, strategy__unfreeze_epoch=2``; ``config`` is a YAML file.
+    ``trust_pickle``: a ``file:`` backbone may be fully unpickled (runs code; only for trusted files).
     """
     from .config import build_config
     from .engine import run_training
@@ -43,7 +45,10 @@ def finetune(
             "data.val_path": str(val_data) if val_data is not None else None}
     flat.update({k.replace("__", "."): v for k, v in overrides.items()})
     cfg = build_config(file=config, overrides=flat)
-    return run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite)
+    from .trust import trusting_pickles
+
+    with trusting_pickles(trust_pickle):
+        return run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite)
 
 
 def load(path: str | Path, device: str | None = None, precision: str = "auto") -> "FineTunedModel | FineTunedTextModel":

@@ -186,7 +186,11 @@ class RunFolder:
         if global_rank() != 0:
             # Extra DDP/torchrun processes re-run the command: they share rank 0's folder, write nothing.
             return cls(final, work, is_writer=False)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, no permission, read-only or full disk
+            raise SftuneError(f"cannot create the output folder '{final.parent}' ({e.strerror or e}); "
+                              f"choose another --out") from None
         folder = cls(final, work, is_writer=True)
         folder._lock()  # first, so two processes cannot both pass the checks below
         try:
@@ -213,7 +217,10 @@ class RunFolder:
 
     def _lock(self) -> None:
         while True:
-            fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as e:  # read-only folder, no permission
+                raise SftuneError(f"cannot write in '{self.final.parent}' ({e.strerror or e}); choose another --out") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -240,7 +247,14 @@ class RunFolder:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def commit(self) -> Path:
-        """Rename the finished work folder into place (replacing an old bundle when overwriting)."""
+        """Rename the finished work folder into place (replacing an old bundle when overwriting).
+
+        Replacing swaps the two folders in one atomic rename (Linux renameat2 RENAME_EXCHANGE),
+        so a crash at any instant leaves the old bundle or the new one at ``final``, never neither.
+        Elsewhere it takes two renames; a crash between them leaves the old bundle in ``.<name>.old``."""
+        if self.final.exists() and exchange_paths(self.work, self.final):
+            shutil.rmtree(self.work, ignore_errors=True)  # now holds the old bundle
+            return self.final
         trash = None
         if self.final.exists():
             trash = self.final.parent / f".{self.final.name}.old"
@@ -250,6 +264,26 @@ class RunFolder:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         return self.final
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux >= 3.15: renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL / ENOSYS / EOPNOTSUPP: this filesystem or kernel cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def global_rank() -> int:

@@ -21,6 +21,7 @@ import os
 import signal
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -77,7 +78,9 @@ def check_resume_checkpoint(path: Path) -> None:
     """Load ``last.ckpt`` once, safely, before Lightning does: a damaged or pickled-code file
     becomes one clear line instead of a traceback from deep inside the Trainer."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": noise before our one-line error
+            warnings.simplefilter("ignore")
+            torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise SftuneError(

@@ -147,7 +147,7 @@ def test_sigint_then_kill_9_then_resume_match_the_uninterrupted_run(tmp_path, ba
     data = write_digits(tmp_path / "digits", per_class=60)  # 144 train / 36 val; ~1 s per epoch at 64 px
     common = ["--data", data, "--model", "timm:test_efficientnet", "--set", "model.pretrained=false",
               "--image-size", "64", "--workers", "0", "--batch-size", "4", "--no-progress", "--accelerator", "cpu",
-              "--strategy", "full", "--epochs", "6", "--patience", "0", "--seed", "7",
+              "--strategy", "full", "--epochs", "4", "--patience", "0", "--seed", "7",
               "--set", "trainer.deterministic=true", "--json"]
     reference = sftune_subprocess("train", *common, "--out", tmp_path / "reference")
     out = tmp_path / "crashy"
@@ -171,7 +171,6 @@ def test_sigint_then_kill_9_then_resume_match_the_uninterrupted_run(tmp_path, ba
     run.wait(timeout=30)
     assert run.returncode == -signal.SIGKILL
     assert _finite_checkpoint(last) == 2 and not out.exists()
-    assert not list(last.parent.glob(".*.tmp")) or True  # a temp file of an interrupted save may remain; never read
     bad_input("kill -9 mid-epoch", "handled")
 
     # 3. --resume to the end: the same metrics as the run that was never interrupted.

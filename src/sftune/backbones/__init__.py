@@ -143,19 +143,28 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             raise SftuneError(f"{path}: not a readable safetensors file ({e})") from None
     if suffix not in (".pth", ".pt", ".bin", ".ckpt"):
         raise SftuneError(f"{path}: unknown weight format '{suffix}'; use .safetensors or a .pth/.pt state dict")
+    from ..trust import pickles_trusted
+
+    trusted = pickles_trusted()  # --trust-pickle: the user vouches for this file's author
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise before our one-line error
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
+        if trusted:
+            raise SftuneError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {first})") from None
         raise SftuneError(
-            f"{path}: refused to load — not a plain tensor state dict (weights_only=True: {first}); "
-            f"convert it to .safetensors from a trusted environment"
+            f"{path}: refused to load — not a plain tensor state dict, and unpickling it could run code "
+            f"(weights_only=True: {first}); convert it to .safetensors, or pass --trust-pickle if you trust its author"
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+        if isinstance(obj, dict) and isinstance(obj.get(key), (dict, torch.nn.Module)):
             obj = obj[key]
+    if isinstance(obj, torch.nn.Module):  # a whole pickled model (only possible with --trust-pickle)
+        obj = obj.state_dict()
+    if isinstance(obj, dict):  # trusted checkpoints may carry non-tensor entries (e.g. a step counter)
+        obj = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if trusted else obj
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SftuneError(f"{path}: expected a mapping of parameter names to tensors")
     return obj

@@ -136,9 +136,11 @@ def _run_config(config_file: str | None, sets: tuple[str, ...], no_progress: boo
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (the bundle) [runs/run-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out when this run finishes.")
+@click.option("--trust-pickle", is_flag=True, help="Allow a file:<.pth/.pt/.bin> backbone to be fully unpickled "
+              "(runs any code inside it; default: tensors only, weights_only=True). Only for files you trust.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
 def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
-          no_progress: bool, as_json: bool, **flags: Any) -> None:
+          trust_pickle: bool, no_progress: bool, as_json: bool, **flags: Any) -> None:
     """Fine-tune a pretrained model and write a bundle.
 
     \b
@@ -160,7 +162,10 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
     if resume and not out:
         raise SftuneError("--resume needs --out: the folder of the run to continue")
     cfg = _run_config(config_file, sets, no_progress, flags)
-    result = run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite, log=output.info)
+    from ..trust import trusting_pickles
+
+    with trusting_pickles(trust_pickle):
+        result = run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite, log=output.info)
     if not result.metrics:
         return  # a non-zero-rank process of a distributed run
     if as_json:
@@ -178,8 +183,9 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
 @click.option("--max-lr", type=float, default=1.0, show_default=True)
 @click.option("--steps", type=click.IntRange(min=10), default=100, show_default=True, help="Optimizer steps of the test.")
 @click.option("--json", "as_json", is_flag=True, help="Print the suggestion and the curve as JSON.")
+@click.option("--trust-pickle", is_flag=True, help="Allow a file:<.pth/.pt/.bin> backbone to be fully unpickled (runs code).")
 def lr_find(config_file: str | None, sets: tuple[str, ...], no_progress: bool, plot: str, min_lr: float, max_lr: float,
-            steps: int, as_json: bool, **flags: Any) -> None:
+            steps: int, as_json: bool, trust_pickle: bool, **flags: Any) -> None:
     """Learning-rate range test: suggest train.lr for this data, model and strategy.
 
     \b
@@ -194,7 +200,10 @@ def lr_find(config_file: str | None, sets: tuple[str, ...], no_progress: bool, p
     from ..lr_find import find_lr
 
     cfg = _run_config(config_file, sets, no_progress, flags)
-    result = find_lr(cfg, plot=plot, min_lr=min_lr, max_lr=max_lr, steps=steps, log=output.info)
+    from ..trust import trusting_pickles
+
+    with trusting_pickles(trust_pickle):
+        result = find_lr(cfg, plot=plot, min_lr=min_lr, max_lr=max_lr, steps=steps, log=output.info)
     if as_json:
         click.echo(json.dumps({"suggested_lr": result.suggestion, "strategy": result.strategy, "plot": str(result.plot),
                                "lr": result.lrs, "loss": result.losses}, indent=2))
