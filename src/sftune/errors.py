@@ -14,10 +14,13 @@ class SftuneError(Exception):
     exit_code = 2
 
     def __init__(self, message: str = "", *args: object) -> None:
+        message = str(message)
         # torch's DataLoader re-raises a worker's exception as type(e)("Caught ... in DataLoader worker
         # process N.\nOriginal Traceback ...\nsftune.errors.SftuneError: <message>"): keep the one line.
         if message.startswith("Caught ") and "Original Traceback" in message:
             message = message.rstrip().splitlines()[-1].split("SftuneError: ", 1)[-1]
+        # One line whatever user input it quotes (a --set value, a file name holding a newline).
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
         super().__init__(message, *args)
 
 
