@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test install install-dev browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/sftune demo
 
-test: install-dev
+# The report test opens report.html in headless Chromium (Debian's package); installed here when
+# we are root with apt-get, else that one test is skipped with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "note: no chromium (apt-get install chromium); the report browser test will be skipped"
+
+test: install-dev browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

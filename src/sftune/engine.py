@@ -127,12 +127,12 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         quiet = _quiet_lightning()
         quiet.__enter__()
         try:
-            trainer = _make_trainer(config, strategy.min_epochs(), callbacks, CSVLogger(run.work, name="logs", version=""))
+            trainer = _make_trainer(config, strategy.min_epochs(), callbacks, _loggers(config, run))
             _compute_options(trainer, task, datamodule, config, resume, log)
 
             def rebuild() -> L.Trainer:  # after an out-of-memory error: a fresh Trainer, the earlier log kept
                 _keep_previous_log(run.work / "logs")
-                return _make_trainer(config, strategy.min_epochs(), callbacks, CSVLogger(run.work, name="logs", version=""))
+                return _make_trainer(config, strategy.min_epochs(), callbacks, _loggers(config, run))
 
             # OOM -> smaller steps, same effective batch; Ctrl-C -> RunInterrupted (resilience.py)
             trainer = resilience.fit(trainer, rebuild, task, datamodule, run.last_checkpoint, resume, log)
@@ -249,6 +249,49 @@ class _ElapsedTime(L.Callback):
             pl_module.log("time/train_s", float(self.train_seconds))
             for name, lr in getattr(self, "lrs", {}).items():
                 pl_module.log(name, lr)
+
+
+def _loggers(config: RunConfig, run: B.RunFolder) -> list[Any]:
+    """CSV always (logs/metrics.csv: the history in metrics.json and the report's curves come from
+    it); TensorBoard and MLflow when asked for, the usual Lightning loggers."""
+    loggers: list[Any] = [CSVLogger(run.work, name="logs", version="")]
+    options = config.logging
+    if options.tensorboard:
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            # Written beside the CSV log; <bundle>/logs/tensorboard once the run is in place.
+            loggers.append(TensorBoardLogger(run.work / "logs", name="tensorboard", version="", default_hp_metric=False))
+        except ModuleNotFoundError:
+            raise SftuneError("logging.tensorboard needs TensorBoard: pip install tensorboard (or set logging.tensorboard=false)") from None
+    if options.mlflow:
+        try:
+            import mlflow  # noqa: F401 - Lightning's MLFlowLogger needs it; say so before training starts
+            from lightning.pytorch.loggers import MLFlowLogger
+        except ModuleNotFoundError:
+            raise SftuneError("logging.mlflow needs MLflow: pip install mlflow-skinny (or set logging.mlflow=false)") from None
+        import os
+
+        uri = options.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # one person's local store: MLflow 3 keeps its file store only behind this opt-in
+            uri = f"file:{Path('mlruns').absolute()}"
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        try:
+            logger = MLFlowLogger(experiment_name=options.mlflow_experiment, run_name=run.final.name, tracking_uri=uri,
+                                  tags={"sftune.bundle": str(run.final)})
+            logger.log_hyperparams(_flat_config(config))  # creates the experiment and run: fails here, not mid-training
+        except Exception as e:  # noqa: BLE001 - MLflow raises many kinds; the user needs the first line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise SftuneError(f"MLflow tracking at {uri!r} failed: {first}; check logging.mlflow_tracking_uri "
+                              f"(an MLflow server, e.g. http://host:5000) or set logging.mlflow=false") from None
+        loggers.append(logger)
+    return loggers
+
+
+def _flat_config(config: RunConfig) -> dict[str, Any]:
+    """``section.key: value`` pairs of the config, for loggers that take flat hyperparameters."""
+    return {f"{section}.{key}": value for section, values in config.to_dict().items() if isinstance(values, dict)
+            for key, value in values.items()} | {"task": config.task}
 
 
 def _write_report(folder: Path, final: Path, outputs: Outputs, config: RunConfig, kind: str, split: dict[str, Any]) -> None:

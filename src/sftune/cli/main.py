@@ -172,7 +172,7 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
     if as_json:
         click.echo(json.dumps({"bundle": str(result.path), **{k: v for k, v in result.metrics.items() if k != "history"}}, indent=2))
     else:
-        output.metrics_table(result.metrics, title=f"validation metrics (best epoch {result.metrics.get('best_epoch')})")
+        output.run_summary(result.path, result.metrics, title=f"validation metrics (best epoch {result.metrics.get('best_epoch')})")
         output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)")
 
 
@@ -397,7 +397,7 @@ def demo(data_dir: str, out: str, no_progress: bool) -> None:
     cfg = build_config(file=DEMO_CONFIG, overrides=overrides)
     output.info(f"demo: digits written to {folder}; config {DEMO_CONFIG}")
     result = run_training(cfg, out, overwrite=True, log=output.info)
-    output.metrics_table(result.metrics, title=f"digits validation metrics (best epoch {result.metrics.get('best_epoch')})")
+    output.run_summary(result.path, result.metrics, title=f"digits validation metrics (best epoch {result.metrics.get('best_epoch')})")
     examples = [folder / d / sorted(p.name for p in (folder / d).iterdir())[0] for d in ("0", "3", "7")]
     output.predictions_table(load(result.path).predict(examples, top_k=2))
     output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)  — try: sftune predict {result.path} {examples[0]}")

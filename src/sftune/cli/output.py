@@ -89,6 +89,22 @@ def strategies_table() -> None:
     console.print(table)
 
 
+def run_summary(bundle: Any, metrics: dict[str, Any], title: str) -> None:
+    """End of `sftune train`: the report's view of the val set when the run wrote one, else the metrics."""
+    import json
+    from pathlib import Path
+
+    report_json = Path(bundle) / "report.json"
+    if not report_json.is_file():
+        metrics_table(metrics, title)
+        return
+    report = json.loads(report_json.read_text())
+    report["title"] = title
+    report_summary(report, Path(bundle) / "report.html")
+    if metrics.get("data_warnings"):
+        info(f"data warnings: {metrics['data_warnings']} (see above)")
+
+
 def _interval(report: dict[str, Any], key: str) -> str:
     ci = (report.get("intervals") or {}).get(key)
     return f"{ci['low']:.4f} – {ci['high']:.4f}" if ci and ci.get("low") is not None else ""

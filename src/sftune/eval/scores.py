@@ -98,9 +98,13 @@ def _multi_label(out: Outputs) -> dict[str, Any]:
     }
     # Calibration over every (example, label) decision: is a 0.8 sigmoid right 80% of the time?
     flat_probs, flat_target = probs.flatten(), target.flatten()
-    result["ece"] = _f(F.binary_calibration_error(flat_probs, flat_target, n_bins=CALIBRATION_BINS, norm="l1"))
+    # Confidence of a decision is max(p, 1 - p), as for a single-label top class (torchmetrics'
+    # binary ECE would bin P(label) itself, a different quantity from the diagram's).
     confidence = torch.where(flat_probs >= 0.5, flat_probs, 1 - flat_probs)
     result["calibration"] = reliability_bins(confidence, (flat_probs >= 0.5) == flat_target.bool())
+    cal = result["calibration"]
+    result["ece"] = sum(k / flat_probs.numel() * abs(a - c)
+                        for k, a, c in zip(cal["count"], cal["accuracy"], cal["confidence"]) if k)
     return result
 
 
