@@ -28,8 +28,9 @@ EXIT_REFUSED = 4  # 0 = promoted (or gate passed without a registry), 4 = gate r
               help="Challenger minus champion on held-out new data must be at least this (0.01 = 1 point).")
 @click.option("--max-drop", type=float, default=0.02, show_default=True,
               help="Champion minus challenger on held-out old data may be at most this.")
-@click.option("--replay-ratio", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Old examples replayed per new training example (from the champion's replay.json).")
+@click.option("--replay-ratio", type=click.FloatRange(min=0),
+              help="Old examples replayed per new training example [all of the champion's replay sample "
+                   "(replay.json, at most 1,000)].")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Share of the new data held out when it has no val split.")
 @click.option("--epochs", type=int, help="Maximum epochs [the champion's].")
@@ -40,7 +41,7 @@ EXIT_REFUSED = 4  # 0 = promoted (or gate passed without a registry), 4 = gate r
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print scores, decision and registry changes as JSON.")
 def update(champion: str, data: str, spec: str | None, name: str | None, out: str | None, metric: str,
-           min_gain: float, max_drop: float, replay_ratio: float, val_fraction: float, epochs: int | None,
+           min_gain: float, max_drop: float, replay_ratio: float | None, val_fraction: float, epochs: int | None,
            strategy: str | None, lr: float | None, seed: int, sets: tuple[str, ...], no_progress: bool,
            as_json: bool) -> None:
     """Re-fine-tune CHAMPION on new data mixed with replayed old data; promote only if the gate passes.

@@ -44,12 +44,13 @@ class UpdateResult:
 
 def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate: Gate | None = None,
                registry: Any = None, name: str | None = None, champion_ref: str | None = None,
-               replay_ratio: float = 1.0, val_fraction: float = 0.2, seed: int = 0,
+               replay_ratio: float | None = None, val_fraction: float = 0.2, seed: int = 0,
                overrides: dict[str, Any] | None = None, sets: list[str] | None = None,
                log: Callable[[str], None] = print) -> UpdateResult:
     """Fine-tune ``champion`` on ``new_data`` + replay, evaluate both, gate, promote in ``registry``.
 
-    ``replay_ratio``: old examples per new training example (capped by the replay sample's size).
+    ``replay_ratio``: old examples per new training example; None replays the champion's whole replay
+    sample (at most 1,000 examples, the best guard against forgetting when the head is refitted).
     ``champion_ref``: the champion's "name/version" in ``registry`` (its challenger's parent).
     """
     from ..config import build_config, load_yaml
@@ -72,7 +73,7 @@ def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate
     if not old_val:
         raise SftuneError(f"none of the champion's held-out examples in {champion / 'replay.json'} can be read; "
                           f"the old data has moved or changed")
-    n_replay = min(len(replay_pool), round(replay_ratio * len(new_train)))
+    n_replay = len(replay_pool) if replay_ratio is None else min(len(replay_pool), round(replay_ratio * len(new_train)))
     replay = stratified_sample(replay_pool, n_replay, seed)
     log(f"update: {len(new_train)} new training examples + {len(replay)} replayed old ones; held out: "
         f"{len(new_val)} new, {len(old_val)} old")
