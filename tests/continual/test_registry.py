@@ -113,3 +113,19 @@ def test_crash_during_promotion_keeps_old_champion(tmp_path):
     assert reg.check()["ok"]
     reg.set_alias("m", "champion", 2)  # the registry stays writable (no stale lock)
     assert reg.get("m", "champion").version == 2
+
+
+def test_mlflow_registry_on_a_local_store(tmp_path, monkeypatch):
+    """Runs where mlflow-skinny is installed (`pip install 'sftune[mlflow]'`); MLflow 3 needs an
+    opt-in for its file store, the only registry store mlflow-skinny has without SQLAlchemy."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    reg = open_registry(f"mlflow:file://{tmp_path / 'mlruns'}")
+    reg.register(fake_bundle(tmp_path / "a", 0.5), "m", alias="champion")
+    v2 = reg.register(fake_bundle(tmp_path / "b", 0.6), "m", parent="m/1")
+    assert v2.parent == "m/1" and v2.metrics["acc"] == 0.6 and v2.fingerprint == "abc"
+    reg.set_alias("m", "champion", 2)
+    assert reg.get("m", "champion").version == 2
+    assert reg.rollback("m") == 1 and reg.get("m", "champion").version == 1
+    actions = [e["action"] for e in reg.audit("m")]
+    assert actions[0] == "rollback" and sorted(actions) == ["register", "register", "rollback", "set_alias", "set_alias"]
