@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,11 +27,13 @@ EXIT_DRIFT = 3  # 0 = no drift, 2 = input error, 1 = crash: a scheduler can tell
               help="New examples used at most (a seeded sample).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--text-column", help="Text: the column holding the texts [found as in training].")
+@click.option("--registry", "spec", help="Registry (folder or mlflow:<uri>): BUNDLE may then be NAME (its champion), "
+                                        "NAME@ALIAS or NAME/VERSION.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report with plots.")
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (machine-readable).")
 def drift(bundle: str, data: str, reference_data: str | None, alpha: float, permutations: int, max_samples: int,
-          seed: int, text_column: Any, html_path: str | None, precision: str, as_json: bool) -> None:
+          seed: int, text_column: Any, spec: str | None, html_path: str | None, precision: str, as_json: bool) -> None:
     """Test whether new data differs from the bundle's training data, in the model's feature space.
 
     \b
@@ -49,11 +52,17 @@ def drift(bundle: str, data: str, reference_data: str | None, alpha: float, perm
     \b
     Examples:
       sftune drift runs/ants --data new_photos/ --html drift.html
-      sftune drift runs/ants --data new_photos/ --json || sftune update runs/ants --data new_photos/ ...
+      sftune drift ants --registry models/ --data new_photos/ --json
     """
     from ..continual.check import check_drift
     from ..continual.html import drift_figure, drift_section, summary_lines, write_drift_html
 
+    from ..bundle import is_bundle
+
+    if spec and not is_bundle(Path(bundle).expanduser()):
+        from ..continual.registry import open_registry, parse_ref
+
+        bundle = open_registry(spec).get(*parse_ref(bundle)).path
     check = check_drift(bundle, data, reference_data, alpha, permutations, max_samples, seed, text_column,
                         keep_null=html_path is not None, precision=precision)
     result = check.result
