@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sftune.continual.drift import accuracy_test, confidence_test, detect, mmd_test, predicted_class_test
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small matrices: a second spinning thread only slows them
 
 
 def test_mmd_false_positive_rate_and_power():
@@ -13,10 +16,10 @@ def test_mmd_false_positive_rate_and_power():
     # conditional one given that reference; it stays near alpha when the reference is much larger
     # than the new sample (its own sampling error is then small): 512 rows, as stored at train time.
     ref = torch.randn(512, 32, generator=gen)
-    null_p = [mmd_test(ref, torch.randn(80, 32, generator=gen), permutations=200, seed=i).p_value for i in range(40)]
-    shift_p = [mmd_test(ref, torch.randn(80, 32, generator=gen) + 0.5, permutations=200, seed=i).p_value for i in range(10)]
-    assert sum(p < 0.05 for p in null_p) <= 5  # 40 draws at alpha 5%: expect 2, allow binomial slack
-    assert all(p < 0.01 for p in shift_p)
+    null_p = [mmd_test(ref, torch.randn(80, 32, generator=gen), permutations=100, seed=i).p_value for i in range(30)]
+    shift_p = [mmd_test(ref, torch.randn(80, 32, generator=gen) + 0.5, permutations=100, seed=i).p_value for i in range(5)]
+    assert sum(p < 0.05 for p in null_p) <= 4  # 30 draws at alpha 5%: expect 1.5, allow binomial slack (seeded)
+    assert all(p <= 1 / 101 for p in shift_p)
 
 
 def test_mmd_p_value_is_exact_permutation_p():

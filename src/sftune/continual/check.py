@@ -24,7 +24,8 @@ class DriftCheck:
 
 def check_drift(bundle: str | Path, data: str | Path, reference_data: str | Path | None = None, alpha: float = 0.05,
                 permutations: int = 1000, max_samples: int = 1000, seed: int = 0, text_column: Any = None,
-                keep_null: bool = True, precision: str = "auto") -> DriftCheck:
+                keep_null: bool = True, precision: str = "auto",
+                decide_on: tuple[str, ...] | str = ("features",)) -> DriftCheck:
     """Compare ``data`` with the bundle's training distribution in the bundle's feature space."""
     from ..predictor import load
 
@@ -37,5 +38,5 @@ def check_drift(bundle: str | Path, data: str | Path, reference_data: str | Path
     assert new.features is not None
     result = detect(reference.features, new.features, reference.probs, new.probs, reference.targets,
                     new.targets if not new.multi_label else None, alpha=alpha, permutations=permutations, seed=seed,
-                    multi_label=new.multi_label, keep_null=keep_null)
+                    multi_label=new.multi_label, keep_null=keep_null, decide_on=decide_on)
     return DriftCheck(result, reference, new, list(model.classes))

@@ -78,10 +78,10 @@ def drift_figure(result: DriftResult, ref_features: torch.Tensor, new_features: 
 
 def drift_section(result: DriftResult, png: bytes, title: str) -> str:
     """An embeddable ``<section>``: verdict, one row per test, the figure."""
-    k = max(1, len(result.tests))
+    k = max(1, len(result.deciding))
     rows = "".join(
         f"<tr><td>{html.escape(t.name)}</td><td>{t.statistic:.4g}</td><td>{t.p_value:.3g}</td>"
-        f"<td>{min(1.0, t.p_value * k):.3g}</td><td>{'drift' if t.name in result.flagged else ''}</td></tr>"
+        f"<td>{min(1.0, t.p_value * k):.3g}</td><td>{_mark(result, t.name)}</td></tr>"
         for t in result.tests)
     verdict = "DRIFT" if result.drift else "no drift"
     color = "#b00020" if result.drift else "#1b5e20"
@@ -89,12 +89,20 @@ def drift_section(result: DriftResult, png: bytes, title: str) -> str:
     return (
         f'<section class="sftune-drift"><h2>{html.escape(title)}</h2>'
         f'<p style="color:{color};font-weight:bold">{verdict} at alpha={result.alpha} '
-        f"(Bonferroni over {k} tests; reference {result.reference_size} rows, new {result.new_size} rows"
+        f"(deciding: {', '.join(result.decide_on)}, Bonferroni over {k}; reference {result.reference_size} rows, new {result.new_size} rows"
         f"{', labeled' if result.labeled else ', unlabeled'})</p>"
         f"<table border=1 cellpadding=4 style='border-collapse:collapse'><tr><th>test</th><th>statistic</th>"
         f"<th>p-value</th><th>corrected p</th><th></th></tr>{rows}</table>"
         f'<p><img alt="drift plots" src="data:image/png;base64,{img}" style="max-width:100%"></p></section>'
     )
+
+
+def _mark(result: DriftResult, name: str) -> str:
+    if name in result.flagged:
+        return "drift"
+    if name in result.signals:
+        return "signal"
+    return "" if name in result.decide_on else "(signal only)"
 
 
 def write_drift_html(path: Path, section: str, title: str) -> None:
@@ -107,6 +115,6 @@ def write_drift_html(path: Path, section: str, title: str) -> None:
 
 def summary_lines(result: DriftResult) -> list[dict[str, Any]]:
     """One dict per test for terminal tables: name, statistic, p, corrected p, flagged."""
-    k = max(1, len(result.tests))
+    k = max(1, len(result.deciding))
     return [{"test": t.name, "statistic": t.statistic, "p": t.p_value, "p_corrected": min(1.0, t.p_value * k),
-             "flagged": t.name in result.flagged} for t in result.tests]
+             "flagged": t.name in result.flagged, "mark": _mark(result, t.name)} for t in result.tests]
