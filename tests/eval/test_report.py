@@ -145,3 +145,13 @@ def test_an_unreachable_mlflow_server_is_a_one_line_error(report_digits, tmp_pat
                                       "--image-size", "32", "--workers", "0", "--no-progress", "--accelerator", "cpu"])
     assert result.exit_code == 2 and "MLflow tracking at 'nosuch://x' failed" in result.output
     assert "Traceback" not in result.output
+
+
+def test_python_api_evaluate_writes_a_report(trained_bundle, report_digits, tmp_path):
+    import sftune
+
+    metrics = sftune.evaluate(trained_bundle, report_digits / "val", report=tmp_path / "api")
+    validate_report(json.loads((tmp_path / "api" / "report.json").read_text()))
+    assert (tmp_path / "api" / "report.html").is_file()
+    assert metrics["acc"] == pytest.approx(sftune.evaluate(trained_bundle, report_digits / "val")["acc"], abs=1e-6)
+    assert metrics["intervals"]["acc"]["low"] <= metrics["acc"]
