@@ -94,6 +94,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
 
         # 2. Model, then what it trains on: cached features when the backbone never trains, raw inputs otherwise.
         task = build_task(config, pipeline, strategy)
+        if not resume and _start_from_parent_head(task, config, data.classes):
+            log("head: starts from the parent bundle's head (same classes), so the model begins where the parent was")
         total = sum(p.numel() for p in task.parameters())
         log(
             f"data: {pipeline.describe()} | model: {config.model.name} ({backbone.arch}) | "
@@ -320,6 +322,26 @@ def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable
             accuracy = (logits.argmax(-1) == val_y).float().mean().item()
     log(f"probe: head fitted on frozen features (loss {before:.3f} -> {after:.3f}, val acc {accuracy:.3f}); "
         f"fine-tuning everything from it")
+
+
+def _start_from_parent_head(task: Classifier, config: RunConfig, classes: list[str]) -> bool:
+    """``file:<bundle>`` with the same classes in the same order (a re-fine-tune, as ``sftune update``
+    does): the head starts from the parent's instead of from scratch, so training continues the
+    parent's classifier rather than refitting one (less forgetting of what it knew)."""
+    name = config.model.name or ""
+    if not name.startswith("file:"):
+        return False
+    parent = Path(name[len("file:"):]).expanduser()
+    if not (B.is_bundle(parent) and (parent / B.LABELS).is_file()):
+        return False
+    if B.read_json(parent / B.LABELS).get("classes") != list(classes):
+        return False
+    _, head_state = B.split_weights(B.read_weights(parent))
+    try:
+        task.head.load_state_dict(head_state)
+    except RuntimeError:  # a head of another shape (e.g. another pooling width): start fresh
+        return False
+    return True
 
 
 def build_task(config: RunConfig, pipeline: Pipeline, strategy: Strategy) -> Classifier:

@@ -130,7 +130,9 @@ def test_real_drift_and_update_on_digits(tmp_path):
     reg.register(champion, "digits", alias="champion")
     worse = run_update(champion, shifted, tmp_path / "bad", Gate(max_drop=0.02), reg, "digits", "digits/1",
                        overrides={"train.lr": 1e-7, "train.epochs": 1, "trainer.progress_bar": False}, log=lambda m: None)
+    # It starts from the champion's weights and learns nothing: no gain on the new data, so no promotion.
     assert not worse.decision.promote and reg.get("digits", "champion").version == 1
+    assert "on new data changed by" in worse.decision.reasons[0]
     good = run_update(champion, shifted, tmp_path / "v2", Gate(max_drop=0.02), reg, "digits", "digits/1",
                       overrides={"trainer.progress_bar": False}, log=lambda m: None)
     s = good.scores

@@ -1,4 +1,5 @@
-"""``sftune`` command line: train, lr-find, eval, predict, models, strategies, demo.
+"""``sftune`` command line: train, lr-find, eval, predict, models, strategies, demo, and the
+continual loop (drift, update, registry: cli/drift_cmd.py, update_cmd.py, registry_cmd.py).
 
 Errors the user can fix print one line (``error: ...``) and exit with status 2.
 """
@@ -49,8 +50,14 @@ def cli() -> None:
     Quick start:
       sftune demo                                     # digits, offline EfficientNet-Lite0
       sftune train --data photos/ --out runs/mine     # photos/<class>/*.jpg or photos/train|val/<class>/
-      sftune eval runs/mine --data photos/val
+      sftune eval runs/mine --data photos/val         # metrics, intervals, report.html
       sftune predict runs/mine some.jpg more_images/ --top-k 3
+
+    \b
+    Over time:
+      sftune registry register runs/mine --name mine --alias champion
+      sftune drift mine --registry models --data new_photos/    # exit 3 when the data moved
+      sftune update mine --registry models --data new_photos/   # promoted only if the gate passes
     """
 
 

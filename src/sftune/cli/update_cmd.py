@@ -25,7 +25,8 @@ EXIT_REFUSED = 4  # 0 = promoted (or gate passed without a registry), 4 = gate r
 @click.option("--metric", type=click.Choice(["acc", "f1", "precision", "recall"]), default="acc", show_default=True,
               help="Gate metric.")
 @click.option("--min-gain", type=float, default=0.0, show_default=True,
-              help="Challenger minus champion on held-out new data must be at least this (0.01 = 1 point).")
+              help="Challenger minus champion on held-out new data must be more than this (0.01 = 1 point; "
+                   "at 0 a challenger that is only as good is not promoted).")
 @click.option("--max-drop", type=float, default=0.02, show_default=True,
               help="Champion minus challenger on held-out old data may be at most this.")
 @click.option("--replay-ratio", type=click.FloatRange(min=0),
@@ -49,7 +50,7 @@ def update(champion: str, data: str, spec: str | None, name: str | None, out: st
     \b
     Champion and challenger are scored on held-out old data (the champion's
     validation set) and held-out new data. The gate passes when the challenger
-    gains at least --min-gain on new data and loses at most --max-drop on old.
+    gains more than --min-gain on new data and loses at most --max-drop on old.
     With --registry the challenger is registered (alias challenger, parent = the
     champion) and, if the gate passes, becomes champion; the audit log records it.
 

@@ -14,7 +14,9 @@ METRICS = ("acc", "f1", "precision", "recall")
 @dataclass
 class Gate:
     metric: str = "acc"
-    min_gain: float = 0.0  # challenger - champion on held-out NEW data must be >= this (0.01 = 1 point)
+    # challenger - champion on held-out NEW data must be MORE than this (0.01 = 1 point); at the default 0
+    # a challenger that is merely as good is not promoted (churn, not an update); < 0 tolerates a loss.
+    min_gain: float = 0.0
     max_drop: float = 0.02  # champion - challenger on held-out OLD data must be <= this
 
     def __post_init__(self) -> None:
@@ -28,8 +30,8 @@ class Gate:
         gain = challenger["new"][self.metric] - champion["new"][self.metric]
         drop = champion["old"][self.metric] - challenger["old"][self.metric]
         reasons = []
-        if gain < self.min_gain - 1e-12:
-            reasons.append(f"{self.metric} on new data changed by {gain:+.4f}, needs >= {self.min_gain:+.4f}")
+        if gain <= self.min_gain + 1e-12:
+            reasons.append(f"{self.metric} on new data changed by {gain:+.4f}, needs more than {self.min_gain:+.4f}")
         if drop > self.max_drop + 1e-12:
             reasons.append(f"{self.metric} on old data dropped by {drop:.4f}, allowed <= {self.max_drop:.4f}")
         return Decision(not reasons, gain, drop, reasons, self)
