@@ -82,31 +82,30 @@ def test_trust_pickle_loads_a_pickled_checkpoint_only_when_asked(data, tmp_path,
     bad_input("pickled checkpoint with --trust-pickle", "handled")
 
 
-def test_malicious_resume_checkpoint_is_refused(data, tmp_path, bad_input):
+def _unfinished_run(data, tmp_path, last_ckpt: bytes):
+    """An interrupted run's work folder (config + the given last.ckpt), then `train --resume` on it."""
     out = tmp_path / "run"
     work = B.partial_dir(out.absolute())
     (work / "checkpoints").mkdir(parents=True)
     cfg = build_config(overrides={"data.path": str(data), **TINY, "train.epochs": 2})
     (work / B.CONFIG).write_text(dump_yaml(cfg))
+    (work / "checkpoints" / "last.ckpt").write_bytes(last_ckpt)
+    return cli_run("train", "--out", out, "--resume", "--no-progress")
+
+
+def test_malicious_resume_checkpoint_is_refused(data, tmp_path, bad_input):
     marker = tmp_path / "PWNED"
-    (work / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps({"state_dict": {}, "x": Payload(marker)}))
-    result = cli_run("train", "--out", out, "--resume", "--no-progress")
+    result = _unfinished_run(data, tmp_path, pickle.dumps({"state_dict": {}, "x": Payload(marker)}))
     assert not marker.exists(), "pickled code ran"
     assert_clear_error(result, "cannot resume from", "last.ckpt", "would run pickled code")
     bad_input("malicious last.ckpt in an unfinished run, --resume", "clear error")
 
 
 def test_damaged_resume_checkpoint_is_refused(data, tmp_path, bad_input):
-    out = tmp_path / "run"
-    work = B.partial_dir(out.absolute())
-    (work / "checkpoints").mkdir(parents=True)
-    cfg = build_config(overrides={"data.path": str(data), **TINY, "train.epochs": 2})
-    (work / B.CONFIG).write_text(dump_yaml(cfg))
     good = tmp_path / "good.ckpt"
     torch.save({"epoch": 0, "state_dict": {"w": torch.zeros(1000)}}, good)
-    (work / "checkpoints" / "last.ckpt").write_bytes(good.read_bytes()[:300])  # a truncated file
-    result = cli_run("train", "--out", out, "--resume", "--no-progress")
-    assert_clear_error(result, "cannot resume from", "last.ckpt", f"delete {work}")
+    result = _unfinished_run(data, tmp_path, good.read_bytes()[:300])  # a truncated file
+    assert_clear_error(result, "cannot resume from", "last.ckpt", f"delete {B.partial_dir((tmp_path / 'run').absolute())}")
     bad_input("truncated last.ckpt, --resume", "clear error")
 
 

@@ -55,13 +55,7 @@ def _single_label(out: Outputs) -> dict[str, Any]:
     present = support > 0  # one-vs-rest AUCs are undefined for a class with no example
     roc = _per_class_auc(F.binary_auroc, probs, target, present)
     pr = _per_class_auc(F.binary_average_precision, probs, target, present)
-    result["roc_auc"] = _mean_defined(roc)
-    result["pr_auc"] = _mean_defined(pr)
-    result["per_class"] = {
-        "class": list(out.classes), "support": support.tolist(),
-        "precision": pcls["precision"], "recall": pcls["recall"], "f1": pcls["f1_score"],
-        "roc_auc": roc, "pr_auc": pr,
-    }
+    result.update(_per_class(out, pcls, support, roc, pr))
     result["confusion_matrix"] = F.multiclass_confusion_matrix(probs, target, **common).tolist()  # rows: true, cols: predicted
     confidence, predicted = probs.max(dim=1)
     result["calibration"] = reliability_bins(confidence, predicted == target)
@@ -89,13 +83,7 @@ def _multi_label(out: Outputs) -> dict[str, Any]:
     defined = (support > 0) & (support < len(out))  # AUC needs both positives and negatives
     roc = [(_f(F.binary_auroc(probs[:, i], target[:, i])) if defined[i] else None) for i in range(c)]
     pr = [(_f(F.binary_average_precision(probs[:, i], target[:, i])) if support[i] > 0 else None) for i in range(c)]
-    result["roc_auc"] = _mean_defined(roc)
-    result["pr_auc"] = _mean_defined(pr)
-    result["per_class"] = {
-        "class": list(out.classes), "support": support.tolist(),
-        "precision": pcls["precision"], "recall": pcls["recall"], "f1": pcls["f1_score"],
-        "roc_auc": roc, "pr_auc": pr,
-    }
+    result.update(_per_class(out, pcls, support, roc, pr))
     # Calibration over every (example, label) decision: is a 0.8 sigmoid right 80% of the time?
     flat_probs, flat_target = probs.flatten(), target.flatten()
     # Confidence of a decision is max(p, 1 - p), as for a single-label top class (torchmetrics'
@@ -106,6 +94,17 @@ def _multi_label(out: Outputs) -> dict[str, Any]:
     result["ece"] = sum(k / flat_probs.numel() * abs(a - c)
                         for k, a, c in zip(cal["count"], cal["accuracy"], cal["confidence"]) if k)
     return result
+
+
+def _per_class(out: Outputs, pcls: dict[str, list[float]], support: torch.Tensor, roc: list[float | None],
+               pr: list[float | None]) -> dict[str, Any]:
+    """The macro AUCs (over the classes where they are defined) and the per-class table."""
+    return {
+        "roc_auc": _mean_defined(roc),
+        "pr_auc": _mean_defined(pr),
+        "per_class": {"class": list(out.classes), "support": support.tolist(), "precision": pcls["precision"],
+                      "recall": pcls["recall"], "f1": pcls["f1_score"], "roc_auc": roc, "pr_auc": pr},
+    }
 
 
 def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, bins: int = CALIBRATION_BINS) -> dict[str, list]:
