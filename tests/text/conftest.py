@@ -87,6 +87,13 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny(tiny_bert_dir) -> list[str]:
+    """CLI flags for a fast text run on the tiny random BERT."""
+    return ["--model", f"hf:{tiny_bert_dir}", "--set", "model.pretrained=false", "--no-progress",
+            "--accelerator", "cpu", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="session")
 def minilm():
     """The packaged MiniLM-L6 encoder, in eval mode (read-only for tests)."""
     from sftune.backbones.text import create_text_backbone

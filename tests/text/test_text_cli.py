@@ -64,13 +64,6 @@ def sst(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_bert_dir) -> list[str]:
-    """Flags for a fast text run on the tiny random BERT."""
-    return ["--model", f"hf:{tiny_bert_dir}", "--set", "model.pretrained=false", "--no-progress",
-            "--accelerator", "cpu", "--batch-size", "32"]
-
-
-@pytest.fixture(scope="module")
 def text_bundle(tmp_path_factory, sst, tiny) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("text_bundle") / "sst"
     printed = json_out(invoke("train", "--data", sst["train"], "--val-data", sst["dev"], *tiny, "--strategy", "full",
