@@ -29,7 +29,10 @@ def fake_bundle(folder: Path, acc: float, parent: str | None = None) -> Path:
 
 
 def test_register_alias_promote_rollback_audit(tmp_path):
-    reg = open_registry(tmp_path / "models")
+    with pytest.raises(SftuneError, match="no registry at"):  # reading never creates one: a typo is not "empty"
+        open_registry(tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+    reg = open_registry(tmp_path / "models", create=True)
     assert isinstance(reg, LocalRegistry)
     v1 = reg.register(fake_bundle(tmp_path / "a", 0.8), "m", alias="champion")
     v2 = reg.register(fake_bundle(tmp_path / "b", 0.9, parent=v1.path), "m", note="second")

@@ -155,3 +155,16 @@ def test_python_api_evaluate_writes_a_report(trained_bundle, report_digits, tmp_
     assert (tmp_path / "api" / "report.html").is_file()
     assert metrics["acc"] == pytest.approx(sftune.evaluate(trained_bundle, report_digits / "val")["acc"], abs=1e-6)
     assert metrics["intervals"]["acc"]["low"] <= metrics["acc"]
+
+
+def test_train_json_stdout_is_the_json_document_alone(report_digits, tmp_path, one_thread):
+    """For cron jobs: `sftune train --json > out.json` must parse, progress and info lines elsewhere."""
+    from conftest import TINY_FLAGS
+
+    flags = [f for f in TINY_FLAGS if f != "--no-progress"]  # --json alone must silence the progress bar
+    result = CliRunner().invoke(cli, ["train", "--data", str(report_digits), *flags, "--epochs", "1",
+                                      "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["bundle"] == str(tmp_path / "run") and "acc" in document
+    assert "data:" in result.stderr  # the info lines went to stderr

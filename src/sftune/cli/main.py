@@ -169,17 +169,19 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
 
     if resume and not out:
         raise SftuneError("--resume needs --out: the folder of the run to continue")
-    cfg = _run_config(config_file, sets, no_progress, flags)
+    # --json: stdout holds the JSON document alone; progress bar off, info lines to stderr.
+    cfg = _run_config(config_file, sets, no_progress or as_json, flags)
     from ..trust import trusting_pickles
 
     with trusting_pickles(trust_pickle):
-        result = run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite, log=output.info)
+        result = run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite,
+                              log=output.info_err if as_json else output.info)
     if not result.metrics:
         return  # a non-zero-rank process of a distributed run
     if as_json:
         click.echo(json.dumps({"bundle": str(result.path), **{k: v for k, v in result.metrics.items() if k != "history"}}, indent=2))
     else:
-        output.run_summary(result.path, result.metrics, title=f"validation metrics (best epoch {result.metrics.get('best_epoch')})")
+        output.run_summary(result.path, result.metrics, title=f"validation metrics (best epoch {_epoch(result.metrics)})")
         output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)")
 
 
@@ -274,7 +276,9 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
         default_folder = Path(bundles[0]) / "reports" / _data_name(data)
     else:
         report = comparison_report(outputs[0], outputs[1], bundles[0], bundles[1], data, kind,
-                                   bootstrap=bootstrap, mistakes=mistakes)
+                                   bootstrap=bootstrap, mistakes=mistakes,
+                                   title=f"{Path(bundles[0]).absolute().name} vs {Path(bundles[1]).absolute().name} "
+                                         f"on {_data_name(data)}")
         default_folder = Path(bundles[0]) / "reports" / f"{_data_name(data)}-vs-{Path(bundles[1]).absolute().name}"
     html_path = None
     if not no_report:
@@ -299,6 +303,12 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
         output.report_summary(report, html_path)
     else:
         output.comparison_summary(report, html_path)
+
+
+def _epoch(metrics: dict[str, Any]) -> str:
+    """The best epoch as people count (1-based; metrics.json keeps Lightning's 0-based index)."""
+    best = metrics.get("best_epoch")
+    return f"{best + 1} of {metrics.get('epochs_run', best + 1)}" if isinstance(best, int) else "?"
 
 
 def _data_name(data: str) -> str:
@@ -404,7 +414,7 @@ def demo(data_dir: str, out: str, no_progress: bool) -> None:
     cfg = build_config(file=DEMO_CONFIG, overrides=overrides)
     output.info(f"demo: digits written to {folder}; config {DEMO_CONFIG}")
     result = run_training(cfg, out, overwrite=True, log=output.info)
-    output.run_summary(result.path, result.metrics, title=f"digits validation metrics (best epoch {result.metrics.get('best_epoch')})")
+    output.run_summary(result.path, result.metrics, title=f"digits validation metrics (best epoch {_epoch(result.metrics)})")
     examples = [folder / d / sorted(p.name for p in (folder / d).iterdir())[0] for d in ("0", "3", "7")]
     output.predictions_table(load(result.path).predict(examples, top_k=2))
     output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)  — try: sftune predict {result.path} {examples[0]}")

@@ -18,6 +18,14 @@ def info(message: str) -> None:
     console.print(message, markup=False, soft_wrap=True)
 
 
+_stderr = Console(highlight=False, stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def info_err(message: str) -> None:
+    """An info line on stderr: for commands whose stdout is a JSON document (--json)."""
+    _stderr.print(message, markup=False, soft_wrap=True)
+
+
 def metrics_table(metrics: dict[str, Any], title: str) -> None:
     info(title)
     table = Table()

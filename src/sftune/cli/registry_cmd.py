@@ -13,10 +13,22 @@ REGISTRY_HELP = ("Registry: a folder (SQLite index + bundle copies) or mlflow:<t
                  "[$SFTUNE_REGISTRY, else ./models].")
 
 
-def _open(spec: str):
+def _open(spec: str, create: bool = False):
     from ..continual.registry import open_registry
 
-    return open_registry(spec)
+    return open_registry(spec, create=create)
+
+
+def _registry_here(command: Any) -> Any:
+    """``--registry`` also after the subcommand (``sftune registry list --registry models``), as
+    ``drift`` and ``update`` take it; given in both places, the later one wins."""
+
+    def use(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.obj = value
+
+    return click.option("--registry", "registry_here", expose_value=False, callback=use,
+                        help="The registry, as for `sftune registry --registry`.")(command)
 
 
 def _echo_json(data: Any) -> None:
@@ -35,7 +47,7 @@ def registry(ctx: click.Context, spec: str) -> None:
       sftune registry list
       sftune registry show ants@champion
       sftune registry promote ants 2            # champion -> version 2
-      sftune registry rollback ants             # champion -> the version before
+      sftune registry rollback ants             # champion -> where it pointed before its last move
       sftune registry log ants --json
       sftune registry --registry mlflow:http://mlflow:5000 list
     """
@@ -43,6 +55,7 @@ def registry(ctx: click.Context, spec: str) -> None:
 
 
 @registry.command()
+@_registry_here
 @click.argument("bundle", type=click.Path())
 @click.option("--name", help="Model name [the bundle folder's name].")
 @click.option("--alias", help="Also point this alias (e.g. champion) at the new version.")
@@ -55,7 +68,8 @@ def register(spec: str, bundle: str, name: str | None, alias: str | None, parent
     """Copy a bundle into the registry as the next version of NAME."""
     from pathlib import Path
 
-    version = _open(spec).register(bundle, name or Path(bundle).expanduser().absolute().name, parent, alias, note)
+    version = _open(spec, create=True).register(bundle, name or Path(bundle).expanduser().absolute().name, parent,
+                                                 alias, note)
     if as_json:
         _echo_json(version.to_dict())
     else:
@@ -64,6 +78,7 @@ def register(spec: str, bundle: str, name: str | None, alias: str | None, parent
 
 
 @registry.command(name="list")
+@_registry_here
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -86,6 +101,7 @@ def list_cmd(spec: str, name: str | None, as_json: bool) -> None:
 
 
 @registry.command()
+@_registry_here
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -102,6 +118,7 @@ def show(spec: str, ref: str, as_json: bool) -> None:
 
 
 @registry.command()
+@_registry_here
 @click.argument("name")
 @click.argument("version", type=int)
 @click.option("--alias", default="champion", show_default=True)
@@ -118,6 +135,7 @@ def promote(spec: str, name: str, version: int, alias: str, note: str, as_json: 
 
 
 @registry.command()
+@_registry_here
 @click.argument("name")
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--note", default="", help="Free text kept in the audit log.")
@@ -133,6 +151,7 @@ def rollback(spec: str, name: str, alias: str, note: str, as_json: bool) -> None
 
 
 @registry.command(name="log")
+@_registry_here
 @click.argument("name", required=False)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -148,6 +167,7 @@ def log_cmd(spec: str, name: str | None, limit: int, as_json: bool) -> None:
 
 
 @registry.command()
+@_registry_here
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def check(spec: str, as_json: bool) -> None:

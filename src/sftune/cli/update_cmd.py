@@ -68,9 +68,10 @@ def update(champion: str, data: str, spec: str | None, name: str | None, out: st
     from ..continual.update import run_update
     from ..errors import SftuneError
 
-    registry = open_registry(spec) if spec else None
     champion_ref = None
     bundle = Path(champion).expanduser()
+    # A champion given by name must come from an existing registry; one given as a folder may start one.
+    registry = open_registry(spec, create=is_bundle(bundle)) if spec else None
     if registry is not None and not is_bundle(bundle):
         ref_name, ref = parse_ref(champion)
         version = registry.get(ref_name, ref)
@@ -82,7 +83,7 @@ def update(champion: str, data: str, spec: str | None, name: str | None, out: st
     elif not is_bundle(bundle):
         raise SftuneError(f"champion '{champion}' is not a bundle folder; registry references need --registry")
     overrides = {"train.epochs": epochs, "strategy.name": strategy, "train.lr": lr}
-    if no_progress:
+    if no_progress or as_json:  # the progress bar writes to stdout, which holds the JSON alone
         overrides["trainer.progress_bar"] = False
     log = (lambda m: click.echo(m, err=True)) if as_json else output.info  # JSON alone on stdout
     result = run_update(bundle, data, out or Path("runs") / time.strftime("update-%Y%m%d-%H%M%S"),

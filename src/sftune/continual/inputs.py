@@ -52,6 +52,10 @@ def _image_outputs(model: Any, path: Path, limit: int, seed: int) -> Outputs:
         subdirs = {p.name for r in roots for p in r.iterdir() if p.is_dir() and not p.name.startswith(".")}
         if subdirs and subdirs <= set(model.classes):
             samples = [s for r in roots for s in scan_class_folders(r)]
+        elif subdirs & set(model.classes):  # some folders are classes, some not: a mistake, not unlabeled data
+            unknown = sorted(subdirs - set(model.classes))
+            raise SftuneError(f"'{path}' has class folders the model does not know: {', '.join(unknown[:10])}; it knows "
+                              f"{', '.join(model.classes)}. Move those out, or pass a folder of unlabeled images")
     labeled = samples is not None
     if samples is None:
         samples = [Sample(f, "") for f in find_unlabeled_images([path])]

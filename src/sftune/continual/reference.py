@@ -166,5 +166,5 @@ def read_replay(bundle: Path) -> dict[str, Any]:
     path = Path(bundle) / REPLAY
     if not path.is_file():
         raise SftuneError(f"'{bundle}' has no {REPLAY} (trained before replay samples were recorded); "
-                          f"retrain it with this sftune, or pass --replay OLD_DATA")
+                          f"retrain it with this version of sftune (sftune train) to record one")
     return B.read_json(path)

@@ -80,14 +80,20 @@ class Registry(Protocol):
     def audit(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
 
 
-def open_registry(spec: str | Path) -> Registry:
-    """``mlflow:<tracking uri>`` -> MLflow's model registry; anything else is a local folder."""
+def open_registry(spec: str | Path, create: bool = False) -> Registry:
+    """``mlflow:<tracking uri>`` -> MLflow's model registry; anything else is a local folder, which
+    must already hold a registry unless ``create`` (only registering makes one: a mistyped
+    ``--registry`` must not leave an empty registry behind and report "no models")."""
     text = str(spec)
     if text.startswith("mlflow:"):
         from .mlflow_registry import MlflowRegistry
 
         return MlflowRegistry(text[len("mlflow:"):])
-    return LocalRegistry(Path(text))
+    root = Path(text).expanduser()
+    if not create and not (root / DB).is_file():
+        raise SftuneError(f"no registry at '{root}' ({DB} is missing); check --registry, or create one with "
+                          f"sftune registry --registry {text} register BUNDLE --name NAME")
+    return LocalRegistry(root)
 
 
 def bundle_facts(bundle: Path) -> dict[str, Any]:

@@ -114,7 +114,8 @@ def _summary(r: dict[str, Any]) -> str:
         ("strategy", strategy),
         ("training data", f"{_e(train.get('path'))}" + (f" <span class=\"muted\">({_e(sizes)})</span>" if sizes else "")),
         ("trainable parameters", params or "—"),
-        ("epochs", f"best {run.get('best_epoch')} of {run.get('epochs_run')} run" if run.get("epochs_run") is not None else "—"),
+        # 1-based, as the training-curve axis (metrics.json keeps Lightning's 0-based best_epoch)
+        ("epochs", f"best {run['best_epoch'] + 1} of {run.get('epochs_run')} run" if run.get("best_epoch") is not None else "—"),
         ("training time", f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "—"),
         ("trained", f"{_e(run.get('created'))} on {_e(trained_on.get('platform'))}"
                     f"{' with CUDA' if trained_on.get('cuda') else ''}"),
@@ -200,7 +201,9 @@ def _comparison_body(r: dict[str, Any], thumbnails: bool) -> str:
                     f"<td class=\"num\">{vb - va:+.4f}</td><td class=\"num\">{ci}</td></tr>")
     parts.append("<h2>Metrics</h2><table><tr><th>metric</th><th>A</th><th>B</th><th>B − A</th>"
                  f"<th>{cmp['confidence']:.0%} interval of B − A (paired bootstrap)</th></tr>{''.join(rows)}</table>"
-                 "<p class=\"muted\">* the interval excludes 0.</p>")
+                 + ("<p class=\"muted\">* the interval excludes 0: a real difference.</p>"
+                    if any(d["excludes_zero"] for d in cmp["differences"].values()) else
+                    "<p class=\"muted\">Every interval includes 0.</p>"))
     models = [("A", a), ("B", b)]
     parts.append("<h2>Models</h2><table><tr><th></th><th>model</th><th>strategy</th><th>training data</th><th>bundle</th></tr>"
                  + "".join(f"<tr><th>{n}</th><td>{_e(m['run'].get('model'))}</td><td>{_e(m['run'].get('strategy'))}</td>"

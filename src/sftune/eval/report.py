@@ -60,13 +60,13 @@ def evaluation_report(out: Outputs, bundle: str | Path, data: str, kind: str, ti
 
 
 def comparison_report(a: Outputs, b: Outputs, bundle_a: str | Path, bundle_b: str | Path, data: str, kind: str,
-                      bootstrap: int = 1000, mistakes: int = 24, seed: int = 0) -> dict[str, Any]:
+                      bootstrap: int = 1000, mistakes: int = 24, seed: int = 0, title: str | None = None) -> dict[str, Any]:
     """Both models' reports on the same examples plus the paired comparison (B - A)."""
     reports = [evaluation_report(o, p, data, kind, bootstrap=bootstrap, mistakes=mistakes, seed=seed)
                for o, p in ((a, bundle_a), (b, bundle_b))]
     return {
         "schema": COMPARISON_SCHEMA,
-        "title": f"{Path(bundle_a).name} vs {Path(bundle_b).name} on {Path(data).name or data}",
+        "title": title or f"{Path(bundle_a).absolute().name} vs {Path(bundle_b).absolute().name} on {Path(data).name or data}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "a": reports[0],
         "b": reports[1],
