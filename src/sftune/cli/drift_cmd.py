@@ -65,6 +65,7 @@ def drift(bundle: str, data: str, reference_data: str | None, decide_on: str, al
 
     from ..bundle import is_bundle
 
+    shown = bundle  # as the user named it (NAME@ALIAS), not the registry's copy path
     if spec and not is_bundle(Path(bundle).expanduser()):
         from ..continual.registry import open_registry, parse_ref
 
@@ -76,7 +77,7 @@ def drift(bundle: str, data: str, reference_data: str | None, decide_on: str, al
     if html_path:
         assert check.new.features is not None
         png = drift_figure(result, check.reference.features, check.new.features, check.classes)
-        title = f"drift: {bundle} vs {data}"
+        title = f"drift: {shown} vs {data}"
         write_drift_html(html_path, drift_section(result, png, title), title)
     if as_json:
         payload = {"bundle": bundle, "data": data, **result.to_dict(), "html": html_path}
@@ -86,7 +87,7 @@ def drift(bundle: str, data: str, reference_data: str | None, decide_on: str, al
     else:
         from rich.table import Table
 
-        table = Table(title=f"drift: {bundle} vs {data} (reference {result.reference_size}, new {result.new_size}"
+        table = Table(title=f"drift: {shown} vs {data} (reference {result.reference_size}, new {result.new_size}"
                             f"{', labeled' if result.labeled else ''})")
         for col in ("test", "statistic", "p-value", "corrected p", ""):
             table.add_column(col, justify="left" if col in ("test", "") else "right")

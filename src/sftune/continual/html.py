@@ -24,7 +24,12 @@ def drift_figure(result: DriftResult, ref_features: torch.Tensor, new_features: 
     import matplotlib.pyplot as plt
 
     panels = 4 + (result.test("accuracy") is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+    # Three panels per row: five in one row left each too small to read on a laptop screen.
+    rows = -(-panels // 3)
+    fig, grid = plt.subplots(rows, 3, figsize=(14, 4.2 * rows))
+    axes = list(grid.flatten())
+    for unused in axes[panels:]:
+        unused.set_axis_off()
     # 1. Both samples on the reference's first two principal components.
     mean = ref_features.mean(0, keepdim=True)
     _, _, v = torch.pca_lowrank(ref_features - mean, q=min(2, ref_features.shape[1]), center=False)
@@ -71,7 +76,7 @@ def drift_figure(result: DriftResult, ref_features: torch.Tensor, new_features: 
         axes[4].legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
 
@@ -91,26 +96,27 @@ def drift_section(result: DriftResult, png: bytes, title: str) -> str:
         f'<p style="color:{color};font-weight:bold">{verdict} at alpha={result.alpha} '
         f"(deciding: {', '.join(result.decide_on)}, Bonferroni over {k}; reference {result.reference_size} rows, new {result.new_size} rows"
         f"{', labeled' if result.labeled else ', unlabeled'})</p>"
-        f"<table border=1 cellpadding=4 style='border-collapse:collapse'><tr><th>test</th><th>statistic</th>"
+        f"<table><tr><th>test</th><th>statistic</th>"
         f"<th>p-value</th><th>corrected p</th><th></th></tr>{rows}</table>"
-        f'<p><img alt="drift plots" src="data:image/png;base64,{img}" style="max-width:100%"></p></section>'
+        f'<div class="figure"><img alt="drift plots" src="data:image/png;base64,{img}"></div></section>'
     )
 
 
 def _mark(result: DriftResult, name: str) -> str:
+    """What a test's row means: it decided drift, it is a signal that fired, or a signal that did not."""
     if name in result.flagged:
         return "drift"
     if name in result.signals:
-        return "signal"
-    return "" if name in result.decide_on else "(signal only)"
+        return "signal: shifted"
+    return "" if name in result.decide_on else "signal"
 
 
 def write_drift_html(path: Path, section: str, title: str) -> None:
     from .. import bundle as B
 
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-            f"<body style='font-family:sans-serif'>{section}</body></html>\n")
-    B.atomic_write_text(Path(path), page)
+    from ..eval.html import page
+
+    B.atomic_write_text(Path(path), page(title, section))  # the style of report.html
 
 
 def summary_lines(result: DriftResult) -> list[dict[str, Any]]:

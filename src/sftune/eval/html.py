@@ -53,11 +53,12 @@ _LABELS = {
 def render(report: dict[str, Any], thumbnails: bool = True) -> str:
     """The page of an evaluation report, or of a comparison report."""
     if report.get("schema", "").startswith("sftune.comparison"):
-        return _page(report["title"], _comparison_body(report, thumbnails))
-    return _page(report["title"], _report_body(report, thumbnails))
+        return page(report["title"], _comparison_body(report, thumbnails))
+    return page(report["title"], _report_body(report, thumbnails))
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
+    """A complete self-contained HTML page in the report style around ``body``."""
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n")
