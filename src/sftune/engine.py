@@ -129,12 +129,14 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         quiet = _quiet_lightning()
         quiet.__enter__()
         try:
-            trainer = _make_trainer(config, strategy.min_epochs(), callbacks, _loggers(config, run))
+            loggers = _loggers(config, run)
+            trainer = _make_trainer(config, strategy.min_epochs(), callbacks, loggers)
             _compute_options(trainer, task, datamodule, config, resume, log)
 
             def rebuild() -> L.Trainer:  # after an out-of-memory error: a fresh Trainer, the earlier log kept
-                _keep_previous_log(run.work / "logs")
-                return _make_trainer(config, strategy.min_epochs(), callbacks, _loggers(config, run))
+                _keep_previous_log(run.work / "logs")  # a new CSV file; TensorBoard/MLflow go on in the same run
+                return _make_trainer(config, strategy.min_epochs(), callbacks,
+                                     [CSVLogger(run.work, name="logs", version=""), *loggers[1:]])
 
             # OOM -> smaller steps, same effective batch; Ctrl-C -> RunInterrupted (resilience.py)
             trainer = resilience.fit(trainer, rebuild, task, datamodule, run.last_checkpoint, resume, log)
