@@ -77,17 +77,20 @@ def drift(bundle: str, data: str, reference_data: str | None, decide_on: str, al
     if html_path:
         assert check.new.features is not None
         png = drift_figure(result, check.reference.features, check.new.features, check.classes)
-        title = f"drift: {shown} vs {data}"
+        title = f"drift: {shown} vs {data}" + (f" (reference rows from {check.reference.features_from})"
+                                                if check.reference.features_from else "")
         write_drift_html(html_path, drift_section(result, png, title), title)
     if as_json:
-        payload = {"bundle": bundle, "data": data, **result.to_dict(), "html": html_path}
+        payload = {"bundle": bundle, "data": data, **result.to_dict(), "reference_from": check.reference.features_from,
+                   "html": html_path}
         for t in payload["tests"].values():
             t.get("detail", {}).pop("null", None)
         click.echo(json.dumps(payload, indent=2))
     else:
         from rich.table import Table
 
-        table = Table(title=f"drift: {shown} vs {data} (reference {result.reference_size}, new {result.new_size}"
+        source = f" from {check.reference.features_from}" if check.reference.features_from else ""
+        table = Table(title=f"drift: {shown} vs {data} (reference {result.reference_size}{source}, new {result.new_size}"
                             f"{', labeled' if result.labeled else ''})")
         for col in ("test", "statistic", "p-value", "corrected p", ""):
             table.add_column(col, justify="left" if col in ("test", "") else "right")

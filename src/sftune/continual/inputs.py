@@ -94,4 +94,4 @@ def reference_from_outputs(out: Outputs, seed: int = 0) -> Reference:
     if len(features) > MAX_FEATURES:
         index = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:MAX_FEATURES]
         features = features[index.sort().values]
-    return Reference(features, out.logits, out.targets, list(out.classes), out.multi_label)
+    return Reference(features, out.logits, out.targets, list(out.classes), out.multi_label, "the --reference data")

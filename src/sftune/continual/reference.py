@@ -47,6 +47,9 @@ class Reference:
     targets: torch.Tensor  # (m,) class indices, or (m, C) multi-hot
     classes: list[str]
     multi_label: bool = False
+    # Where the feature rows come from ("val+train", "val", or "--reference <data>"): a reference that
+    # holds the validation set makes a drift check of that same set trivially "no drift".
+    features_from: str = ""
 
     @property
     def probs(self) -> torch.Tensor:
@@ -159,7 +162,7 @@ def read_reference(bundle: Path) -> Reference:
         meta = fh.metadata() or {}
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     return Reference(tensors["features"], tensors["logits"], tensors["targets"], meta.get("classes", "").split("\n"),
-                     meta.get("multi_label") == "true")
+                     meta.get("multi_label") == "true", meta.get("features_from", ""))
 
 
 def read_replay(bundle: Path) -> dict[str, Any]:
