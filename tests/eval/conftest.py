@@ -7,25 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_run, write_digits
+from conftest import tiny_run
 
 SCHEMA = Path(__file__).resolve().parents[2] / "src" / "sftune" / "eval" / "report.schema.json"
 
 
-@pytest.fixture(scope="session")
-def report_digits(tmp_path_factory) -> Path:
-    """train/ and val/ folders of 3 digit classes (val: 12 per class)."""
-    import shutil
+N_VAL = 30  # digits_split_dir: 3 classes x 10 validation images
 
-    src = write_digits(tmp_path_factory.mktemp("report_src") / "all", per_class=36)
-    root = tmp_path_factory.mktemp("report_data") / "digits"
-    for class_dir in sorted(src.iterdir()):
-        files = sorted(class_dir.iterdir())
-        for split, chunk in (("train", files[:24]), ("val", files[24:])):
-            (root / split / class_dir.name).mkdir(parents=True, exist_ok=True)
-            for f in chunk:
-                shutil.copy(f, root / split / class_dir.name / f.name)
-    return root
+
+@pytest.fixture(scope="session")
+def report_digits(digits_split_dir) -> Path:
+    """train/ and val/ folders of 3 digit classes (the shared digits_split_dir; read-only)."""
+    return digits_split_dir
 
 
 @pytest.fixture(scope="session")

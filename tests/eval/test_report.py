@@ -14,7 +14,7 @@ from sftune.cli.main import cli
 from sftune.eval.outputs import Outputs
 from sftune.eval.report import comparison_report, evaluation_report, write_report
 
-from .conftest import validate_report
+from .conftest import N_VAL, validate_report
 
 
 def _eval(*args: str):
@@ -27,10 +27,10 @@ def test_training_leaves_a_valid_report_with_every_section(trained_bundle):
     report = json.loads((trained_bundle / "report.json").read_text())
     validate_report(report)
     assert report["run"]["bundle"] == str(trained_bundle)  # where the bundle lives, not its .partial work folder
-    assert report["run"]["strategy"] == "full" and report["data"]["n"] == 36
+    assert report["run"]["strategy"] == "full" and report["data"]["n"] == N_VAL
     metrics = json.loads((trained_bundle / "metrics.json").read_text())
     assert report["metrics"]["acc"] == pytest.approx(metrics["acc"], abs=1e-6)  # same weights, same examples
-    assert sum(map(sum, report["confusion_matrix"])) == 36
+    assert sum(map(sum, report["confusion_matrix"])) == N_VAL
     assert report["intervals"]["acc"]["low"] <= report["metrics"]["acc"] <= report["intervals"]["acc"]["high"]
     history = report["run"]["history"]
     assert len(history) == 2 and any(k.startswith("lr-") for k in history[0])  # LR per epoch for the curves
@@ -47,7 +47,7 @@ def test_training_leaves_a_valid_report_with_every_section(trained_bundle):
 def test_eval_writes_the_report_beside_the_bundle_and_prints_intervals(trained_bundle, report_digits, tmp_path):
     bundle = shutil.copytree(trained_bundle, tmp_path / "b")
     result = _eval(str(bundle), "--data", str(report_digits / "val"), "--bootstrap", "200")
-    folder = bundle / "reports" / "digits-val"
+    folder = bundle / "reports" / f"{report_digits.name}-val"  # <root>-val: "val" alone names nothing
     report = json.loads((folder / "report.json").read_text())
     validate_report(report)
     assert report["intervals"]["resamples"] == 200
@@ -77,7 +77,7 @@ def test_comparing_two_bundles(trained_bundle, report_digits, tmp_path, one_thre
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
     sig = report["comparison"]["significance"]
-    assert sig["a_only_right"] + sig["b_only_right"] + sig["both_right"] + sig["both_wrong"] == 36
+    assert sig["a_only_right"] + sig["b_only_right"] + sig["both_right"] + sig["both_wrong"] == N_VAL
     assert "McNemar" in result.output and "B − A" in result.output
     page = (out / "report.html").read_text()
     assert "Where they disagree" in page and "F1 per class" in page
