@@ -70,7 +70,12 @@ def test_cli_loop_with_tiny_model(tmp_path, small_digits, one_thread):
     assert r.exit_code == 4, r.output
     assert json.loads(r.stdout)["registry"] == {"name": "d", "version": 3, "parent": "d/2"}
     r = runner.invoke(cli, ["registry", "--registry", models, "show", "d@champion", "--json"])
-    assert json.loads(r.output)["version"] == 2
+    shown = json.loads(r.output)
+    assert shown["version"] == 2
+    # The gate's held-out scores travel with the version (its own val acc is on a new+replay split).
+    assert shown["metrics"]["held_out_new_acc"] == res["scores"]["challenger"]["new"]["acc"]
+    r = runner.invoke(cli, ["registry", "list", "--registry", models])
+    assert r.exit_code == 0 and "held out" in r.output
     r = runner.invoke(cli, ["registry", "--registry", models, "log", "d", "--json"])
     assert [e["action"] for e in json.loads(r.output)][:3] == ["set_alias", "register", "set_alias"]
 

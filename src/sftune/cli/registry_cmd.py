@@ -91,13 +91,25 @@ def list_cmd(spec: str, name: str | None, as_json: bool) -> None:
         _echo_json([v.to_dict() for v in versions])
         return
     table = Table(title=f"registry {spec}")
-    for col in ("model", "version", "aliases", "acc", "f1", "parent", "fingerprint", "created"):
+    updates = any("held_out_new_acc" in v.metrics for v in versions)
+    columns = ["model", "version", "aliases", "val acc", "val f1"]
+    columns += ["update: old / new acc (held out)"] if updates else []
+    for col in (*columns, "parent", "fingerprint", "created"):
         table.add_column(col)
+
+    def num(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else ""
+
     for v in versions:
-        acc, f1 = v.metrics.get("acc"), v.metrics.get("f1")
-        table.add_row(v.name, str(v.version), ", ".join(v.aliases), f"{acc:.4f}" if acc is not None else "",
-                      f"{f1:.4f}" if f1 is not None else "", v.parent or "", (v.fingerprint or "")[:12], v.created)
+        row = [v.name, str(v.version), ", ".join(v.aliases), num(v.metrics.get("acc")), num(v.metrics.get("f1"))]
+        if updates:  # the gate's scores: comparable between a challenger and its champion, unlike val acc
+            old, new = v.metrics.get("held_out_old_acc"), v.metrics.get("held_out_new_acc")
+            row.append(f"{num(old)} / {num(new)}" if new is not None else "")
+        table.add_row(*row, v.parent or "", (v.fingerprint or "")[:12], v.created)
     output.console.print(table)
+    if updates:
+        output.info("val acc is each bundle's own validation set (an update's is a split of new + replayed data); "
+                    "compare versions on the held-out columns or with sftune eval A B")
 
 
 @registry.command()

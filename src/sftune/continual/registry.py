@@ -100,6 +100,13 @@ def bundle_facts(bundle: Path) -> dict[str, Any]:
     """Metrics, data fingerprint, data path and parent path recorded in a bundle."""
     metrics = B.read_json(bundle / B.METRICS) if (bundle / B.METRICS).is_file() else {}
     headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    # A challenger of `sftune update`: its own val set is a split of new + replayed data, so its acc is not
+    # comparable with its parent's; the gate's held-out old/new scores are (update.json).
+    update = B.read_json(bundle / "update.json") if (bundle / "update.json").is_file() else {}
+    for part, scores in ((update.get("scores") or {}).get("challenger") or {}).items():
+        for key in ("acc", "f1"):
+            if isinstance(scores.get(key), (int, float)):
+                headline[f"held_out_{part}_{key}"] = scores[key]
     lineage = B.read_json(bundle / B.LINEAGE) if (bundle / B.LINEAGE).is_file() else {}
     data = lineage.get("data") or {}
     parent = (lineage.get("parent") or {}).get("path")
