@@ -16,13 +16,7 @@ import sftune.strategies
 from sftune import bundle as B
 from sftune.errors import SftuneError
 
-from conftest import TINY
-
-
-def tiny_run(data: Path, out: Path, **overrides):
-    kw = {k.replace(".", "__"): v for k, v in TINY.items()}
-    kw.update(overrides)
-    return sftune.finetune(data=data, out=out, **kw)
+from conftest import tiny_run, with_callbacks
 
 
 def test_bundle_is_complete_and_readable_without_sftune(digits_split_dir, tmp_path):
@@ -106,19 +100,10 @@ def test_resume_finishes_like_an_uninterrupted_run(digits_dir, tmp_path, monkeyp
             if trainer.current_epoch == 1:
                 raise RuntimeError("simulated crash")
 
-    import lightning.pytorch as pl_mod
-
-    original = pl_mod.Trainer.__init__
-
-    def with_crash(self, *args, **kwargs):
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), Crash()]
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pl_mod.Trainer, "__init__", with_crash)
     out = tmp_path / "crashy"
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="simulated crash"):
+        with_callbacks(patch, Crash())
         tiny_run(digits_dir, out, strategy="full", train__epochs=4, train__lr=0.01, train__patience=0)
-    monkeypatch.setattr(pl_mod.Trainer, "__init__", original)
 
     assert not out.exists() and (B.partial_dir(out) / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(B.partial_dir(out) / "checkpoints" / "last.ckpt", weights_only=True)

@@ -6,7 +6,6 @@ No console errors, every image decoded, and a full-page screenshot that is not b
 
 from __future__ import annotations
 
-import io
 import shutil
 
 import pytest

@@ -34,6 +34,12 @@ def read_sst2(name: str = "train.tsv", n: int | None = None) -> list[tuple[str, 
     return rows[:n] if n else rows
 
 
+def write_tsv(path: Path, rows, header: str = "sentence\tlabel") -> Path:
+    """``rows`` of (text, label) as a TSV file with ``header``."""
+    path.write_text(header + "\n" + "".join(f"{s}\t{y}\n" for s, y in rows), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def sst_rows() -> list[tuple[str, int]]:
     """The first 60 SST-2 training sentences (real text, both classes)."""

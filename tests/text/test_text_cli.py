@@ -15,7 +15,7 @@ from conftest import TINY_FLAGS
 from sftune import bundle as B
 from sftune.cli.main import cli
 
-from .conftest import read_sst2
+from .conftest import read_sst2, write_tsv
 
 N_TRAIN, N_VAL = 160, 40
 
@@ -49,11 +49,6 @@ def assert_user_error(result, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[-1], (needle, lines[-1])
     return lines[-1]
-
-
-def write_tsv(path: Path, rows, header: str = "sentence\tlabel") -> Path:
-    path.write_text(header + "\n" + "".join(f"{s}\t{y}\n" for s, y in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from .conftest import read_sst2
-from .test_text_cli import invoke, json_out, ok, write_tsv
+from .conftest import read_sst2, write_tsv
+from .test_text_cli import invoke, json_out, ok
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from sftune import bundle as B
 from sftune.config import build_config, resolve_task
 from sftune.errors import SftuneError
 
-from conftest import TINY
+from conftest import TINY, with_callbacks
 
-from .conftest import SST2, needs_sst2, read_sst2
+from .conftest import SST2, needs_sst2, read_sst2, write_tsv
 
 # Fast-suite settings for text runs (the model name comes from the tiny_bert_dir fixture).
 TEXT_TINY = {
@@ -35,11 +35,6 @@ TEXT_TINY = {
     "train.patience": 0,
 }
 N_TRAIN, N_VAL = 200, 60
-
-
-def write_tsv(path: Path, rows: list[tuple[str, object]]) -> Path:
-    path.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +66,6 @@ class Spy:
 @pytest.fixture
 def spy(monkeypatch) -> Spy:
     import lightning as L
-    import lightning.pytorch as pl_mod
 
     record = Spy()
 
@@ -85,13 +79,7 @@ def spy(monkeypatch) -> Spy:
             if record.targets is None:
                 record.targets = batch[1].clone()
 
-    original = pl_mod.Trainer.__init__
-
-    def with_recorder(self, *args, **kwargs):
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), Recorder()]
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pl_mod.Trainer, "__init__", with_recorder)
+    with_callbacks(monkeypatch, Recorder())
     return record
 
 
@@ -384,7 +372,6 @@ def test_text_bundle_reused_as_backbone(probe_run, sst, tmp_path):
 
 def test_interrupted_text_run_resumes_to_the_same_result(tiny_bert_dir, sst, tmp_path, monkeypatch):
     import lightning as L
-    import lightning.pytorch as pl_mod
 
     settings = dict(strategy="full", val=sst["dev"], train__epochs=3, train__lr=3e-3)
     reference = text_run(tiny_bert_dir, sst["train"], tmp_path / "ref", **settings)
@@ -394,17 +381,10 @@ def test_interrupted_text_run_resumes_to_the_same_result(tiny_bert_dir, sst, tmp
             if trainer.current_epoch == 1:
                 raise RuntimeError("simulated crash")
 
-    original = pl_mod.Trainer.__init__
-
-    def with_crash(self, *args, **kwargs):
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), Crash()]
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pl_mod.Trainer, "__init__", with_crash)
     out = tmp_path / "crashy"
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="simulated crash"):
+        with_callbacks(patch, Crash())
         text_run(tiny_bert_dir, sst["train"], out, **settings)
-    monkeypatch.setattr(pl_mod.Trainer, "__init__", original)
 
     work = B.partial_dir(out)
     assert not out.exists() and torch.load(work / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
