@@ -67,15 +67,13 @@ def evaluate(path: str | Path, data: str | Path, report: str | Path | None = Non
     model = load(path)
     if report is None:
         return model.evaluate(data)
-    from .eval import evaluate_logits
     from .eval.report import evaluation_report, write_report
 
     kind = "text" if hasattr(model, "collator") else "images"
     outputs = model.outputs(data)
     result = evaluation_report(outputs, path, str(data), kind)
     write_report(report, result, items_are_files=kind == "images")
-    headline = evaluate_logits([(outputs.logits, outputs.targets)], len(outputs.classes), multi_label=outputs.multi_label)
-    return {**headline, **result["metrics"], "intervals": result["intervals"]}
+    return {**outputs.headline(), **result["metrics"], "intervals": result["intervals"]}
 
 
 def list_models(pattern: str = "*") -> list[str]:

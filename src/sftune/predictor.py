@@ -13,7 +13,6 @@ from .config import RunConfig, load_yaml, validate
 from .data import ImageDataset, Sample, build_transforms, find_unlabeled_images, make_loader
 from .data.sources import check_images, scan_class_folders, read_manifest, VAL_DIR_NAMES
 from .errors import SftuneError
-from .eval import evaluate_logits
 from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
 from .precision import inference_bf16
@@ -135,7 +134,7 @@ class FineTunedModel:
     def evaluate(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0, strict: bool = False) -> dict[str, Any]:
         """Headline metrics on labeled data (a class folder, a train/val root's val/, or a CSV)."""
         out = self.outputs(data, batch_size, num_workers, strict)
-        result = evaluate_logits([(out.logits, out.targets)], len(self.classes))
+        result = out.headline()
         result["skipped"] = len(out.skipped)
         return result
 

@@ -18,7 +18,6 @@ from .config import RunConfig, load_yaml, validate
 from .data.text_batches import TextCollator, TextDataset
 from .data.texts import TextSample, read_labeled_texts
 from .errors import SftuneError
-from .eval import evaluate_logits
 from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
 from .precision import inference_bf16
@@ -135,7 +134,7 @@ class FineTunedTextModel:
     def evaluate(self, data: str | Path | list[TextSample], batch_size: int = 64, **_: Any) -> dict[str, Any]:
         """Headline metrics on labeled texts (a table file, a folder's val file, or a saved HF dataset's validation split)."""
         out = self.outputs(data, batch_size)
-        result = evaluate_logits([(out.logits, out.targets)], len(self.classes), multi_label=self.multi_label)
+        result = out.headline()
         result["skipped"] = 0
         return result
 

@@ -289,11 +289,8 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
             raise SftuneError(f"cannot write the report to '{folder}' ({e.strerror}); pass --out DIR or --no-report") from None
     if as_json:
         if len(models) == 1:
-            from ..eval import evaluate_logits
-
-            o = outputs[0]  # the training run's metrics.json keys (loss included), then the report's
-            headline = evaluate_logits([(o.logits, o.targets)], len(o.classes), multi_label=o.multi_label)
-            metrics = {**headline, **report["metrics"], "intervals": report["intervals"], "per_class": report["per_class"]}
+            # the training run's metrics.json keys (loss included), then the report's
+            metrics = {**outputs[0].headline(), **report["metrics"], "intervals": report["intervals"], "per_class": report["per_class"]}
         else:
             metrics = {"a": report["a"]["metrics"], "b": report["b"]["metrics"], **report["comparison"]}
         from ..eval.report import finite

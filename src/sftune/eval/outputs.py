@@ -46,6 +46,18 @@ class Outputs:
         """(N,) predicted class index, or (N, C) bool for multi-label."""
         return self.logits > 0 if self.multi_label else self.logits.argmax(dim=-1)
 
+    def names(self, row: torch.Tensor) -> str | list[str]:
+        """The class name of a class index, or the names of a multi-hot / boolean row's classes."""
+        if row.ndim == 0:
+            return self.classes[int(row)]
+        return [self.classes[c] for c in row.nonzero().flatten().tolist()]
+
+    def headline(self) -> dict[str, Any]:
+        """metrics.json's numbers (accuracy, macro precision/recall/F1, loss, n) of these outputs."""
+        from .metrics import evaluate_logits
+
+        return evaluate_logits([(self.logits, self.targets)], len(self.classes), multi_label=self.multi_label)
+
     @property
     def correct(self) -> torch.Tensor:
         """(N,) bool: the prediction is right (multi-label: every label right)."""

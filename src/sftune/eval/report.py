@@ -121,10 +121,8 @@ def worst_mistakes(out: Outputs, limit: int) -> list[dict[str, Any]]:
     rows = []
     for i in order.tolist():
         if out.multi_label:
-            true = [out.classes[c] for c in out.targets[i].nonzero().flatten().tolist()]
-            predicted = [out.classes[c] for c in out.predicted[i].nonzero().flatten().tolist()]
-            rows.append({"index": i, "item": out.items[i], "true": true, "predicted": predicted,
-                         "confidence": round(float(severity[i]), 6)})
+            rows.append({"index": i, "item": out.items[i], "true": out.names(out.targets[i]),
+                         "predicted": out.names(out.predicted[i]), "confidence": round(float(severity[i]), 6)})
         else:
             t, p = int(out.targets[i]), int(out.predicted[i])
             rows.append({"index": i, "item": out.items[i], "true": out.classes[t], "predicted": out.classes[p],
@@ -140,15 +138,8 @@ def disagreements(a: Outputs, b: Outputs, limit: int) -> list[dict[str, Any]]:
     margin = (a.probs.max(dim=1).values - b.probs.max(dim=1).values).abs()
     rows = []
     for i in only[margin[only].argsort(descending=True)][:limit].tolist():
-        def label(o: Outputs) -> Any:
-            if o.multi_label:
-                return [o.classes[c] for c in o.predicted[i].nonzero().flatten().tolist()]
-            return o.classes[int(o.predicted[i])]
-
-        true = ([a.classes[c] for c in a.targets[i].nonzero().flatten().tolist()] if a.multi_label
-                else a.classes[int(a.targets[i])])
-        rows.append({"index": i, "item": a.items[i], "true": true, "a": label(a), "b": label(b),
-                     "right": "a" if bool(a.correct[i]) else "b"})
+        rows.append({"index": i, "item": a.items[i], "true": a.names(a.targets[i]), "a": a.names(a.predicted[i]),
+                     "b": b.names(b.predicted[i]), "right": "a" if bool(a.correct[i]) else "b"})
     return rows
 
 
