@@ -186,10 +186,11 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         else:
             from .predictor import load
 
+            # With pooled features: the drift reference below samples them instead of a second pass.
             outputs = load(run.work, precision=config.trainer.inference_precision).outputs(
-                data.val, batch_size=max(64, config.train.batch_size), num_workers=workers)
+                data.val, batch_size=max(64, config.train.batch_size), num_workers=workers, features=True)
         outputs.skipped = list(getattr(data, "skipped", []))  # the report lists every file the run could not read
-        metrics = evaluate_logits([(outputs.logits, outputs.targets)], len(data.classes), multi_label=task.multi_label)
+        metrics = outputs.headline()
         metrics["skipped"] = len(getattr(data, "skipped", []))
         metrics["data_warnings"] = len(getattr(data, "warnings", []))
         metrics.update(strategy=strategy.name, trainable_parameters=task.trainable_parameters(), total_parameters=total)
@@ -208,7 +209,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         try:  # reference statistics for `sftune drift` / `sftune update`; optional, so never fatal
             from .continual.reference import write_reference
 
-            write_reference(run.work, task, datamodule, data, config.train.seed, config.trainer.inference_precision, log)
+            write_reference(run.work, task, datamodule, data, config.train.seed, config.trainer.inference_precision, log,
+                            val_outputs=outputs)
         except Exception as e:  # noqa: BLE001 - the bundle is complete without them
             log(f"warning: drift reference statistics not stored ({type(e).__name__}: {e}); "
                 f"`sftune drift` will need --reference")

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..eval.outputs import Outputs
 from .drift import DriftResult, detect
 from .inputs import outputs_on, reference_from_outputs

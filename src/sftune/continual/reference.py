@@ -57,13 +57,14 @@ class Reference:
 
 
 def write_reference(work: Path, task: Any, datamodule: Any, data: Any, seed: int,
-                    precision: str = "auto", log: Callable[[str], None] = print) -> None:
+                    precision: str = "auto", log: Callable[[str], None] = print, val_outputs: Any = None) -> None:
     """Store ``reference.safetensors`` and ``replay.json`` in the run folder ``work``.
 
     ``task``: the trained Classifier (best weights loaded). When ``task.inputs_are_features``,
     ``datamodule`` holds the cached (frozen-backbone) features and the head alone gives the
-    logits: no pass over any image. Otherwise the bundle just written to ``work`` is loaded and
-    run over a sample of the validation set (one inference loop: the predictor's).
+    logits: no pass over any image. Otherwise the bundle's outputs on ``data.val`` with features
+    (``val_outputs``, as the engine's final evaluation computed them) are sampled; without them the
+    bundle just written to ``work`` is loaded and run over that sample (the predictor's loop).
     """
     classes = list(data.classes)
     multi_label = bool(getattr(data, "multi_label", False))
@@ -83,12 +84,17 @@ def write_reference(work: Path, task: Any, datamodule: Any, data: Any, seed: int
         features = torch.cat([val_x, train_x])
         source = "val+train"
     else:
-        from ..predictor import load
+        order = list(range(len(data.val)))
+        random.Random(seed).shuffle(order)  # a seeded sample of at most MAX_EXAMPLES validation examples
+        order = order[:MAX_EXAMPLES]
+        if val_outputs is not None and val_outputs.features is not None and len(val_outputs) == len(data.val):
+            index = torch.tensor(order)
+            logits, val_y, features = val_outputs.logits[index], val_outputs.targets[index], val_outputs.features[index]
+        else:
+            from ..predictor import load
 
-        val = list(data.val)
-        random.Random(seed).shuffle(val)
-        out = load(work, precision=precision).outputs(val[:MAX_EXAMPLES], features=True)
-        logits, val_y, features = out.logits, out.targets, out.features
+            out = load(work, precision=precision).outputs([data.val[i] for i in order], features=True)
+            logits, val_y, features = out.logits, out.targets, out.features
         source = "val"
     features = _take(features.float(), None, MAX_FEATURES, rng)[0]
     B.save_tensors(work / REFERENCE, {"features": features, "logits": logits.float(), "targets": val_y},

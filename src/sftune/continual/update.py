@@ -126,7 +126,7 @@ def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate
             registry.set_alias(name, "champion", version.version, note=f"update: {note}")
             reg_info["champion"] = version.version
         log(f"registry: {name}/{version.version} registered as challenger"
-            + (f" and promoted to champion" if decision.promote else "; champion unchanged"))
+            + (" and promoted to champion" if decision.promote else "; champion unchanged"))
     return UpdateResult(str(champion), challenger, scores, decision, data_info, reg_info)
 
 
