@@ -30,7 +30,7 @@ def test_defaults():
     assert resolve_task(build_config(overrides={"task": "text_classification"})).model.name == "minilm"
     assert cfg.strategy.name == "linear_probe" and cfg.strategy.options() == {}
     assert cfg.train.epochs == 10 and cfg.train.batch_size == 32 and cfg.train.lr is None
-    assert cfg.train.seed == 42 and cfg.train.monitor == "val/acc"
+    assert cfg.train.seed == 42 and cfg.train.monitor is None  # the task's: val/acc for classification
     assert cfg.data.path is None and cfg.data.val_fraction == 0.2 and cfg.data.strict is False
     assert cfg.data.crop_scale == (0.08, 1.0)
     assert cfg.trainer.precision == "auto" and cfg.trainer.devices == "auto"

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .engine import RunResult
-    from .predictor import FineTunedModel
-    from .text_predictor import FineTunedTextModel
 
 
 def finetune(
@@ -51,8 +49,9 @@ def finetune(
         return run_training(cfg, out or default_out_dir(), resume=resume, overwrite=overwrite)
 
 
-def load(path: str | Path, device: str | None = None, precision: str = "auto") -> "FineTunedModel | FineTunedTextModel":
-    """Load a bundle (the ``--out`` folder of a finished run) for predict/evaluate: image or text.
+def load(path: str | Path, device: str | None = None, precision: str = "auto") -> Any:
+    """Load a bundle (the ``--out`` folder of a finished run) for predict/evaluate, as its task's
+    predictor: an image or text classifier, a segmentation model, ...
 
     ``precision``: ``auto`` (bfloat16 where the CPU/GPU has native bf16), ``32`` or ``bf16``.
     """
@@ -64,15 +63,16 @@ def load(path: str | Path, device: str | None = None, precision: str = "auto") -
 def evaluate(path: str | Path, data: str | Path, report: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a bundle on labeled data; with ``report`` (a folder), also report.html and
     report.json there (as ``sftune eval``), and the metrics gain their 95% ``intervals``."""
-    model = load(path)
+    from .predictor import bundle_task
+
+    task, folder = bundle_task(path)
+    model = task.load_predictor(folder, None, "auto")
     if report is None:
         return model.evaluate(data)
-    from .eval.report import evaluation_report, write_report
-
-    kind = "text" if hasattr(model, "collator") else "images"
     outputs = model.outputs(data)
-    result = evaluation_report(outputs, path, str(data), kind)
-    write_report(report, result, items_are_files=kind == "images")
+    result = task.evaluation_report(outputs, path, str(data), f"{Path(path).name} on {Path(str(data)).name or data}",
+                                    1000, 24)
+    task.write_evaluation(Path(report), result, model)
     return {**outputs.headline(), **result["metrics"], "intervals": result["intervals"]}
 
 

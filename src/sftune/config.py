@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .errors import SftuneError, did_you_mean
 
@@ -70,6 +70,41 @@ class StrategyConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TaskConfig(BaseModel):
+    """``name`` picks the task (tasks/: ``sftune tasks``); other keys are that task's own typed
+    options (e.g. ``task.ignore_index`` for segmentation), validated by the task.
+
+    ``task: image_classification`` is shorthand for ``task: {name: image_classification}``; a task
+    without options is saved in that short form (as bundles written before tasks had options)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = Field("auto", description="auto: detected from the model name and the data; see `sftune tasks`")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .tasks import TASKS
+
+        if v != "auto" and v not in TASKS:
+            raise ValueError(f"unknown task {v!r}{did_you_mean(v, TASKS.list())}; available: auto, {', '.join(TASKS.list())}")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _short(self, handler: Any) -> Any:
+        tree = handler(self)
+        return tree["name"] if len(tree) == 1 else tree
+
+    def __eq__(self, other: object) -> bool:  # config.task == "text_classification" reads naturally
+        if isinstance(other, str):
+            return self.name == other
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  (mutable, like every section)
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(32, ge=1, description="per device")
@@ -87,9 +122,22 @@ class TrainConfig(_Section):
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per step (warmed up: min(decay, (1+n)/(10+n)))")
     accumulate_grad_batches: int = Field(1, ge=1, description="optimizer step every N batches (effective batch = N x batch_size x devices)")
     auto_batch_size: bool = Field(False, description="GPU: largest per-step batch that fits (up to the effective batch), accumulating gradients to keep the effective batch")
-    monitor: Literal["val/acc", "val/f1", "val/loss"] = Field("val/acc", description="metric for early stopping and best checkpoint")
+    monitor: str | None = Field(None, description="metric for early stopping and best checkpoint (default: the task's, e.g. val/acc, val/miou); see `sftune tasks`")
     patience: int = Field(5, ge=0, description="early-stopping patience in epochs (0 = off)")
     seed: int = 42
+
+    @field_validator("monitor")
+    @classmethod
+    def _check_monitor(cls, v: str | None) -> str | None:
+        """A metric some task logs; that the run's own task logs it is checked when it starts."""
+        if v is None:
+            return v
+        from .tasks import TASKS
+
+        known = sorted({m for name in TASKS.list() for m in TASKS.get(name).metrics})
+        if v not in known:
+            raise ValueError(f"unknown metric {v!r}{did_you_mean(v, known)}; tasks log: {', '.join(known)}")
+        return v
 
     @field_validator("optimizer")
     @classmethod
@@ -145,8 +193,7 @@ class LoggingConfig(_Section):
 
 
 class RunConfig(_Section):
-    task: Literal["auto", "image_classification", "text_classification"] = Field(
-        "auto", description="auto: text when the model is a text encoder or the data is a text table, else images")
+    task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -154,6 +201,19 @@ class RunConfig(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _task_options(self) -> "RunConfig":
+        if self.task.name != "auto":
+            from .tasks import create_task
+
+            create_task(self.task.name, self.task.options())  # one-line SftuneError on an unknown/bad key
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -213,6 +273,8 @@ def build_config(
     tree: dict[str, Any] = dict(base or {})
     if file is not None:
         tree = _deep_merge(tree, load_yaml(file))
+    if isinstance(tree.get("task"), str):  # shorthand `task: name`, so `task.<option>` can be set beside it
+        tree["task"] = {"name": tree["task"]}
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(tree, key, value)
@@ -271,35 +333,15 @@ def dump_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
-DEFAULT_MODELS = {"image_classification": "efficientnet_lite0", "text_classification": "minilm"}
-
-
 def resolve_task(config: RunConfig) -> RunConfig:
-    """Fill in ``task`` (from the model name, else from the data) and the task's default model."""
-    if config.task == "auto":
-        from .backbones.text import is_text_model_name
+    """Fill in the task (detected from the model name, else from the data: tasks/base.py
+    detect_task) and the task's default model."""
+    from .tasks import TASKS, detect_task
 
-        if config.model.name and config.model.name.startswith("file:"):
-            is_text = _bundle_task(config.model.name[len("file:"):]) == "text_classification"
-        elif config.model.name:
-            is_text = is_text_model_name(config.model.name)
-        else:
-            from .data.texts import is_text_data
-
-            is_text = bool(config.data.path) and is_text_data(config.data.path)
-        config.task = "text_classification" if is_text else "image_classification"
+    if config.task.name == "auto":
+        options = config.task.options()
+        config.task = TaskConfig(name=detect_task(config), **options)
+        config = validate(config.to_dict())  # the detected task validates its options
     if not config.model.name:
-        config.model.name = DEFAULT_MODELS[config.task]
+        config.model.name = TASKS.get(config.task.name).default_model
     return config
-
-
-
-def _bundle_task(path: str) -> str | None:
-    """The task of an sftune bundle used as a backbone (None for plain weight files)."""
-    saved = Path(path).expanduser() / "config.yaml"
-    if not saved.is_file():
-        return None
-    try:
-        return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task")
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return None

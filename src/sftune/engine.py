@@ -6,7 +6,6 @@ end up in :func:`run_training`.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import platform
 import time
@@ -26,15 +25,12 @@ from .config import RunConfig, StrategyConfig, dump_yaml, load_yaml, resolve_tas
 from .precision import inference_bf16, subnormals_flushed
 from . import resilience
 from .data import FeatureData
-from .data.datamodule import default_workers, make_loader
+from .data.datamodule import default_workers
 from .errors import SftuneError
-from .eval import evaluate_logits
-from .eval.outputs import Outputs, describe_item
-from .adapters import adapter_state_dict
-from .pipelines import Pipeline, create_pipeline
-from .strategies import Strategy, create_strategy, strategy_options_of
+from .pipelines import Pipeline
+from .strategies import Strategy, create_strategy
 from .strategies.auto import Automatic, Choice
-from .tasks import Classifier
+from .tasks import Task, TaskModule, create_task
 
 # Settings that may change when continuing a run; anything else must match the saved config.
 RESUMABLE_CHANGES = ("train.epochs", "train.patience", "trainer.")
@@ -73,47 +69,46 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         raise SftuneError("no training data: pass --data DIR (or set data.path in the config)")
 
     # 1. Everything that can be wrong with the input is checked before any real work starts:
-    #    the strategy's options, the output folder (claimed and locked), the data, the model name.
+    #    the task and strategy options, the output folder (claimed and locked), the data, the model name.
+    task = create_task(config.task.name, config.task.options())
+    monitor, monitor_mode = task.monitor_of(config)
     strategy = create_strategy(config.strategy)
     strategy.check(config.train.epochs)
+    _refuse(task, strategy)
     run = B.RunFolder.open(out, resume=resume, overwrite=overwrite)  # a work folder renamed into place at the end
     try:
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         workers = default_workers() if config.data.num_workers is None else config.data.num_workers
-        pipeline = create_pipeline(config, workers, log)  # images or text: data, backbone, caches
+        pipeline = task.pipeline(config, workers, log)  # the task's data and backbone, batches and caches
         pipeline.load()
         data, backbone = pipeline.data, pipeline.backbone
         choice = None
         if isinstance(strategy, Automatic):  # resolved here, so config.yaml (and --resume) hold the chosen strategy
-            choice = _choose_strategy(strategy, pipeline, log)
+            choice = _choose_strategy(strategy, task, pipeline, log)
             config.strategy = StrategyConfig(name=choice.strategy, **choice.options)
             strategy = create_strategy(config.strategy)
             strategy.check(config.train.epochs)
+            _refuse(task, strategy)
         if run.is_writer and not resume:
             B.atomic_write_text(run.work / B.CONFIG, dump_yaml(config))
 
         # 2. Model, then what it trains on: cached features when the backbone never trains, raw inputs otherwise.
-        task = build_task(config, pipeline, strategy)
-        if not resume and _start_from_parent_head(task, config, data.classes):
+        module = task.module(pipeline, strategy, config)
+        if not resume and task.start_from_parent(module, config, pipeline):
             log("head: starts from the parent bundle's head (same classes), so the model begins where the parent was")
-        total = sum(p.numel() for p in task.parameters())
+        total = sum(p.numel() for p in module.parameters())
         log(
             f"data: {pipeline.describe()} | model: {config.model.name} ({backbone.arch}) | "
-            f"strategy: {strategy.name}, {task.trainable_parameters():,} of {total:,} parameters train, lr {task.lr:g}"
+            f"strategy: {strategy.name}, {module.trainable_parameters():,} of {total:,} parameters train, lr {module.lr:g}"
         )
         if strategy.probes_head and not resume:  # LP-FT: the head starts fitted to the frozen features
-            _probe_head(strategy, task, pipeline.features(), log)
-        start_weights = _start_weights(task, run, resume) if strategy.keeps_start_weights else None
-        if config.data.feature_cache and task.backbone_always_frozen():
-            datamodule = pipeline.features()
-            task.inputs_are_features = True
-        else:
-            datamodule = pipeline.datamodule()
+            _probe_head(strategy, module, pipeline.features(), log)
+        start_weights = _start_weights(module, run, resume) if strategy.keeps_start_weights else None
+        datamodule = training_inputs(task, module, pipeline, config)
 
         # 3. Lightning does the loop: checkpoints, early stopping, devices, precision.
-        monitor_mode = "min" if config.train.monitor == "val/loss" else "max"
         checkpoint = ModelCheckpoint(
-            dirpath=run.work / B.CHECKPOINTS, filename="best", monitor=config.train.monitor, mode=monitor_mode,
+            dirpath=run.work / B.CHECKPOINTS, filename="best", monitor=monitor, mode=monitor_mode,
             save_top_k=1, enable_version_counter=False,
         )
         # A separate unmonitored callback rewrites last.ckpt after every epoch: Lightning 2.6's
@@ -123,7 +118,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         if config.train.ema:
             callbacks.append(EMA(config.train.ema_decay))
         if config.train.patience > 0:
-            callbacks.append(EarlyStopping(monitor=config.train.monitor, mode=monitor_mode, patience=config.train.patience))
+            callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.train.patience))
         if resume:
             _keep_previous_log(run.work / "logs")
         quiet = _quiet_lightning()
@@ -131,7 +126,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         try:
             loggers = _loggers(config, run)
             trainer = _make_trainer(config, strategy.min_epochs(), callbacks, loggers)
-            _compute_options(trainer, task, datamodule, config, resume, log)
+            _compute_options(trainer, module, datamodule, config, resume, log)
 
             def rebuild() -> L.Trainer:  # after an out-of-memory error: a fresh Trainer, the earlier log kept
                 _keep_previous_log(run.work / "logs")  # a new CSV file; TensorBoard/MLflow go on in the same run
@@ -139,7 +134,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
                                      [CSVLogger(run.work, name="logs", version=""), *loggers[1:]])
 
             # OOM -> smaller steps, same effective batch; Ctrl-C -> RunInterrupted (resilience.py)
-            trainer = resilience.fit(trainer, rebuild, task, datamodule, run.last_checkpoint, resume, log)
+            trainer = resilience.fit(trainer, rebuild, module, datamodule, run.last_checkpoint, resume, log)
         finally:
             quiet.__exit__(None, None, None)
         if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop; last.ckpt is on disk
@@ -150,50 +145,21 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         # 4. The bundle: best weights, labels, lineage, then the final val metrics of those weights.
         best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
         best = torch.load(best_path, map_location="cpu", weights_only=True)
-        task.load_state_dict(best["state_dict"])
-        bf16 = inference_bf16(next(task.parameters()).device, config.trainer.inference_precision,
-                              convolutional=pipeline.kind == "images")  # as the bundle's own evaluation does
-        report = strategy.after_fit(task, start_weights,
-                                    lambda: _evaluate_in_memory(task, datamodule, len(data.classes), bf16))
-        B.save_weights(run.work / B.WEIGHTS, task.backbone.weights(), task.head.state_dict(),
-                       metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch})
-        adapters = adapter_state_dict(task.backbone.model)
-        if adapters:  # LoRA: the adapters alone, to re-apply to the same pretrained backbone (model.safetensors is merged)
-            B.save_weights(run.work / B.ADAPTERS, adapters, task.head.state_dict(),
-                           metadata={"format": str(B.BUNDLE_FORMAT), "arch": backbone.arch, "base": config.model.name,
-                                     "peft_config": json.dumps(strategy_options_of(strategy))})
-        if hasattr(backbone, "save_pretrained"):  # text: encoder config + tokenizer, so the bundle stands alone
-            backbone.save_pretrained(run.work / B.ENCODER)
-        labels: dict[str, Any] = {"classes": data.classes}
-        if task.multi_label:  # per-class decision thresholds, tuned for F1 on the val set
-            labels["thresholds"] = _tuned_thresholds(task, datamodule)
-        B.atomic_write_json(run.work / B.LABELS, labels)
+        module.load_state_dict(best["state_dict"])
+        bf16 = inference_bf16(next(module.parameters()).device, config.trainer.inference_precision,
+                              convolutional=pipeline.convolutional)  # as the bundle's own evaluation does
+        report = strategy.after_fit(module, start_weights, lambda: task.evaluate_in_memory(module, datamodule, bf16))
+        task.save_model(run.work, module, pipeline, datamodule, strategy, config)
         lineage = _lineage(config, pipeline.lineage(), backbone.source)
         lineage["strategy"] = choice.to_dict() if choice else {"requested": strategy.name, "chosen": strategy.name}
         B.atomic_write_json(run.work / B.LINEAGE, lineage)
         best_epoch = int(best["epoch"])
 
-        if task.inputs_are_features:
-            # Same numbers as `sftune eval` (same features, same precision) without a second pass over the images.
-            val_x, val_y = datamodule.val_set.tensors
-            with torch.inference_mode():
-                task.eval()
-                logits = task.head(val_x)
-                if task.multi_label:  # 0 = each class's tuned threshold, as the bundle's predictor does
-                    logits = logits - torch.logit(torch.tensor(labels["thresholds"]))
-            outputs = Outputs(list(data.classes), logits.float(), val_y, [describe_item(s) for s in data.val],
-                              multi_label=task.multi_label)
-        else:
-            from .predictor import load
-
-            # With pooled features: the drift reference below samples them instead of a second pass.
-            outputs = load(run.work, precision=config.trainer.inference_precision).outputs(
-                data.val, batch_size=max(64, config.train.batch_size), num_workers=workers, features=True)
-        outputs.skipped = list(getattr(data, "skipped", []))  # the report lists every file the run could not read
+        outputs = task.final_outputs(run.work, module, datamodule, pipeline, config, workers)
         metrics = outputs.headline()
         metrics["skipped"] = len(getattr(data, "skipped", []))
         metrics["data_warnings"] = len(getattr(data, "warnings", []))
-        metrics.update(strategy=strategy.name, trainable_parameters=task.trainable_parameters(), total_parameters=total)
+        metrics.update(strategy=strategy.name, trainable_parameters=module.trainable_parameters(), total_parameters=total)
         if choice:
             metrics["strategy_choice"] = choice.to_dict()
         if report:
@@ -205,12 +171,9 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
         if config.report.enabled:
-            _write_report(run.work, run.final, outputs, config, pipeline.kind, getattr(data, "split", {}) or {})
+            task.write_report(run.work, run.final, outputs, pipeline, config)
         try:  # reference statistics for `sftune drift` / `sftune update`; optional, so never fatal
-            from .continual.reference import write_reference
-
-            write_reference(run.work, task, datamodule, data, config.train.seed, config.trainer.inference_precision, log,
-                            val_outputs=outputs)
+            task.write_reference(run.work, module, datamodule, pipeline, outputs, config, log)
         except Exception as e:  # noqa: BLE001 - the bundle is complete without them
             log(f"warning: drift reference statistics not stored ({type(e).__name__}: {e}); "
                 f"`sftune drift` will need --reference")
@@ -224,6 +187,22 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         raise
     finally:
         run.release()
+
+
+def training_inputs(task: Task, module: TaskModule, pipeline: Pipeline, config: RunConfig) -> Any:
+    """What the module trains on: cached frozen-backbone features when the backbone never trains
+    and the task's head works on pooled features, else the raw inputs' datamodule."""
+    if config.data.feature_cache and task.caches_features and module.backbone_always_frozen():
+        module.inputs_are_features = True
+        return pipeline.features()
+    return pipeline.datamodule()
+
+
+def _refuse(task: Task, strategy: Strategy) -> None:
+    """One line when the strategy cannot apply to the task (e.g. LP-FT's closed-form probe needs a linear head)."""
+    why = task.refusal(strategy)
+    if why:
+        raise SftuneError(f"strategy {strategy.name} does not apply to task {task.name}: {why}")
 
 
 class _ElapsedTime(L.Callback):
@@ -297,29 +276,16 @@ def _loggers(config: RunConfig, run: B.RunFolder) -> list[Any]:
 def _flat_config(config: RunConfig) -> dict[str, Any]:
     """``section.key: value`` pairs of the config, for loggers that take flat hyperparameters."""
     return {f"{section}.{key}": value for section, values in config.to_dict().items() if isinstance(values, dict)
-            for key, value in values.items()} | {"task": config.task}
+            for key, value in values.items()} | {"task": config.task.name}
 
 
-def _write_report(folder: Path, final: Path, outputs: Outputs, config: RunConfig, kind: str, split: dict[str, Any]) -> None:
-    """report.json + report.html of the final weights on the val set (eval/report.py)."""
-    if split.get("val_fraction"):
-        val = f"{config.data.path}: {split['method']} {split['val_fraction']:.0%} validation split (seed {split.get('seed')})"
-    else:
-        val = f"{split.get('source') or config.data.val_path or config.data.path}: validation set"
-    from .eval.report import evaluation_report, write_report
-
-    report = evaluation_report(outputs, folder, val, kind, title=f"{Path(str(config.data.path)).name}: "
-                               f"{config.model.name} + {config.strategy.name}, validation",
-                               bootstrap=config.report.bootstrap, mistakes=config.report.mistakes, location=final)
-    write_report(folder, report, items_are_files=kind == "images")
-
-
-def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable[[str], None]) -> None:
+def _probe_head(strategy, task: TaskModule, features: FeatureData, log: Callable[[str], None]) -> None:
     train_x, train_y = features.train_set.tensors
     val_x, val_y = features.val_set.tensors
-    before, after = strategy.fit_probe(task.head.fc, train_x, train_y)
+    head = task.linear_head()
+    before, after = strategy.fit_probe(head, train_x, train_y)
     with torch.inference_mode():
-        logits = task.head.fc(val_x)
+        logits = head(val_x)
         if val_y.ndim == 2:  # multi-label: per-label accuracy at threshold 0.5
             accuracy = ((logits > 0) == val_y.bool()).float().mean().item()
         else:
@@ -328,37 +294,16 @@ def _probe_head(strategy, task: Classifier, features: FeatureData, log: Callable
         f"fine-tuning everything from it")
 
 
-def _start_from_parent_head(task: Classifier, config: RunConfig, classes: list[str]) -> bool:
-    """``file:<bundle>`` with the same classes in the same order (a re-fine-tune, as ``sftune update``
-    does): the head starts from the parent's instead of from scratch, so training continues the
-    parent's classifier rather than refitting one (less forgetting of what it knew)."""
-    name = config.model.name or ""
-    if not name.startswith("file:"):
-        return False
-    parent = Path(name[len("file:"):]).expanduser()
-    if not (B.is_bundle(parent) and (parent / B.LABELS).is_file()):
-        return False
-    if B.read_json(parent / B.LABELS).get("classes") != list(classes):
-        return False
-    _, head_state = B.split_weights(B.read_weights(parent))
-    try:
-        task.head.load_state_dict(head_state)
-    except RuntimeError:  # a head of another shape (e.g. another pooling width): start fresh
-        return False
-    return True
-
-
-def build_task(config: RunConfig, pipeline: Pipeline, strategy: Strategy) -> Classifier:
-    task = Classifier(pipeline.backbone, len(pipeline.data.classes), strategy, config.train, config.model.drop_rate,
-                      multi_label=getattr(pipeline.data, "multi_label", False))
-    task.channels_last = config.trainer.channels_last
-    return task
-
-
-def _choose_strategy(auto: Automatic, pipeline: Pipeline, log: Callable[[str], None]) -> Choice:
-    """``auto``: a quick probe on the (cached) frozen features, then the rule of strategies/auto.py."""
+def _choose_strategy(auto: Automatic, task: Task, pipeline: Pipeline, log: Callable[[str], None]) -> Choice:
+    """``auto``: a quick probe on the (cached) frozen features, then the rule of strategies/auto.py.
+    Tasks whose heads need feature maps, not pooled features (segmentation), have no such probe:
+    the rule then goes by the data size alone."""
     from .strategies.lp_ft import LinearProbeThenFineTune
 
+    if not task.caches_features:
+        choice = auto.choose(len(pipeline.data.train), len(pipeline.data.classes), None, pipeline.config.train.epochs)
+        log(f"auto: chose {choice.strategy} — {choice.why}")
+        return choice
     features = pipeline.features()
     train_x, train_y = features.train_set.tensors
     val_x, val_y = features.val_set.tensors
@@ -376,7 +321,7 @@ def _choose_strategy(auto: Automatic, pipeline: Pipeline, log: Callable[[str], N
     return choice
 
 
-def _start_weights(task: Classifier, run: B.RunFolder, resume: bool) -> dict[str, torch.Tensor]:
+def _start_weights(task: TaskModule, run: B.RunFolder, resume: bool) -> dict[str, torch.Tensor]:
     """The weights training starts from (after any probe), kept on disk so a resumed run has them too."""
     from safetensors.torch import load_file
 
@@ -388,35 +333,6 @@ def _start_weights(task: Classifier, run: B.RunFolder, resume: bool) -> dict[str
         path.parent.mkdir(parents=True, exist_ok=True)
         B.save_tensors(path, state)
     return state
-
-
-def _evaluate_in_memory(task: Classifier, datamodule: Any, num_classes: int, bf16: bool = False) -> dict[str, float]:
-    """Val metrics of the task's current weights, straight from the datamodule's val loader,
-    at the inference precision the bundle's evaluation uses (so both report the same numbers)."""
-    task.eval()
-    device = next(task.parameters()).device
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        # Every val example on this one process (the fit's val loader is sharded by rank).
-        loader = make_loader(datamodule.val_set, datamodule.val_batch_size(), datamodule.num_workers,
-                             collate_fn=datamodule.collate_fn)
-        batches = [(task(_to_device(x, device)).float().cpu(), y) for x, y in loader]
-    return evaluate_logits(batches, num_classes, multi_label=task.multi_label)
-
-
-def _tuned_thresholds(task: Classifier, datamodule: Any) -> list[float]:
-    from .text_predictor import tune_thresholds
-
-    task.eval()
-    device = next(task.parameters()).device
-    loader = make_loader(datamodule.val_set, datamodule.val_batch_size(), datamodule.num_workers,
-                         collate_fn=datamodule.collate_fn)
-    with torch.inference_mode():
-        pairs = [(task(_to_device(x, device)).float().sigmoid().cpu(), y) for x, y in loader]
-    return tune_thresholds(torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs]))
-
-
-def _to_device(x: Any, device: torch.device) -> Any:
-    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
 
 
 class EMA(WeightAveraging):
@@ -434,7 +350,7 @@ class EMA(WeightAveraging):
         super().__init__(avg_fn=ema, use_buffers=True)
 
 
-def _compute_options(trainer: L.Trainer, task: Classifier, datamodule: Any, config: RunConfig, resume: bool,
+def _compute_options(trainer: L.Trainer, task: TaskModule, datamodule: Any, config: RunConfig, resume: bool,
                      log: Callable[[str], None]) -> None:
     """torch.compile and the automatic per-step batch size, both opt-in."""
     if config.trainer.compile and not task.inputs_are_features:
@@ -546,7 +462,7 @@ def _lineage(config: RunConfig, data: dict[str, Any], backbone_source: str) -> d
     return {
         "format": B.BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "task": config.task,
+        "task": config.task.name,
         "model": {"name": config.model.name, "arch": config.model.arch, "pretrained": config.model.pretrained},
         "parent": parent,
         "data": data,

@@ -23,7 +23,6 @@ import lightning as L
 from .config import RunConfig, StrategyConfig, resolve_task
 from .data.datamodule import default_workers
 from .errors import SftuneError
-from .pipelines import create_pipeline
 from .precision import subnormals_flushed
 from .strategies import create_strategy
 from .strategies.auto import Automatic
@@ -42,28 +41,28 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
             steps: int = 100, log: Callable[[str], None] = print) -> LrFindResult:
     from lightning.pytorch.tuner import Tuner
 
-    from .engine import _choose_strategy, _make_trainer, _quiet_lightning, build_task
+    from .engine import _choose_strategy, _make_trainer, _quiet_lightning, _refuse, training_inputs
+    from .tasks import create_task
 
     if not config.data.path:
         raise SftuneError("no training data: pass --data DIR (or set data.path in the config)")
     if not 0 < min_lr < max_lr:
         raise SftuneError(f"--min-lr ({min_lr:g}) must be positive and below --max-lr ({max_lr:g})")
     config = resolve_task(config)
+    task = create_task(config.task.name, config.task.options())
     strategy = create_strategy(config.strategy)
+    _refuse(task, strategy)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     workers = default_workers() if config.data.num_workers is None else config.data.num_workers
-    pipeline = create_pipeline(config, workers, log)
+    pipeline = task.pipeline(config, workers, log)
     pipeline.load()
     if isinstance(strategy, Automatic):
-        choice = _choose_strategy(strategy, pipeline, log)
+        choice = _choose_strategy(strategy, task, pipeline, log)
         strategy = create_strategy(StrategyConfig(name=choice.strategy, **choice.options))
-    task = build_task(config, pipeline, strategy)
-    task.stop_on_nonfinite_loss = False
-    if config.data.feature_cache and task.backbone_always_frozen():
-        datamodule = pipeline.features()
-        task.inputs_are_features = True
-    else:
-        datamodule = pipeline.datamodule()
+        _refuse(task, strategy)
+    module = task.module(pipeline, strategy, config)
+    module.stop_on_nonfinite_loss = False
+    datamodule = training_inputs(task, module, pipeline, config)
     log(f"lr-find: {strategy.name} on {pipeline.describe()}; LR {min_lr:g} -> {max_lr:g} over {steps} steps")
 
     with tempfile.TemporaryDirectory(prefix="sftune-lr-find-") as tmp, _quiet_lightning():
@@ -72,7 +71,7 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
         longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
         trainer = _make_trainer(longer, 0, [], False, root_dir=tmp)  # its temporary checkpoint goes to tmp
         with _progress_bar(config.trainer.progress_bar), subnormals_flushed():
-            finder = Tuner(trainer).lr_find(task, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
+            finder = Tuner(trainer).lr_find(module, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
                                             num_training=steps, update_attr=False)
     if finder is None:
         raise SftuneError("lr-find: the range test did not run (no training batches?)")

@@ -18,7 +18,7 @@ from .heads import ClassifierHead
 from .precision import inference_bf16
 
 if TYPE_CHECKING:
-    from .text_predictor import FineTunedTextModel
+    from .tasks import Task
 
 
 @dataclass
@@ -35,6 +35,9 @@ class Prediction:
 
 class FineTunedModel:
     """Backbone + head rebuilt from ``config.yaml`` and ``model.safetensors``."""
+
+    modality = "images"
+    items_are_files = True  # a report shows its examples as thumbnails
 
     def __init__(self, path: str | Path, device: str | None = None, precision: str = "auto") -> None:
         self.path = B.check_bundle(path)
@@ -111,6 +114,17 @@ class FineTunedModel:
                 index += 1
         return out
 
+    def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
+                top_k: int, batch_size: int, out_dir: str | None) -> list[Prediction]:
+        """``sftune predict``: image files and folders; the text-only flags are refused in one line."""
+        if texts or pairs or text_file:
+            raise SftuneError(f"'{self.path}' classifies images: pass image files or folders, not --text/--pair/--file")
+        if out_dir:
+            raise SftuneError(f"'{self.path}' classifies images: --out-dir is for segmentation bundles; use --json to keep the predictions")
+        if not paths:
+            raise SftuneError("nothing to classify: pass image files or folders after the bundle")
+        return self.predict(list(paths), top_k=top_k, batch_size=batch_size)
+
     def outputs(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0,
                 strict: bool = False, features: bool = False) -> Outputs:
         """Per-example scores (and pooled ``features``) on labeled images: a class folder, a
@@ -155,13 +169,20 @@ def labeled_eval_samples(path: Path) -> list[Sample]:
     return scan_class_folders(path)
 
 
-def load(path: str | Path, device: str | None = None, precision: str = "auto") -> "FineTunedModel | FineTunedTextModel":
-    """Load a bundle written by ``sftune train`` / :func:`sftune.finetune`: an image or a text classifier.
+def load(path: str | Path, device: str | None = None, precision: str = "auto") -> Any:
+    """Load a bundle written by ``sftune train`` / :func:`sftune.finetune` as its task's predictor
+    (an image or text classifier, a segmentation model, ...: the task named in its config.yaml).
 
     ``precision``: ``auto`` (bfloat16 where the CPU/GPU has native bf16), ``32`` or ``bf16``.
     """
-    if (B.check_bundle(path) / B.ENCODER).is_dir():
-        from .text_predictor import FineTunedTextModel
+    task, folder = bundle_task(path)
+    return task.load_predictor(folder, device, precision)
 
-        return FineTunedTextModel(path, device=device, precision=precision)
-    return FineTunedModel(path, device=device, precision=precision)
+
+def bundle_task(path: str | Path) -> "tuple[Task, Path]":
+    """The task (with its saved options) of the bundle at ``path``, and the bundle folder."""
+    from .tasks import create_task
+
+    folder = B.check_bundle(path)
+    config = validate(load_yaml(folder / B.CONFIG), source=str(folder / B.CONFIG))
+    return create_task(config.task.name, config.task.options()), folder

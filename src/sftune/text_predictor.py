@@ -40,6 +40,8 @@ class TextPrediction:
 
 
 class FineTunedTextModel:
+    modality = "text"
+    items_are_files = False  # a report shows its examples as text snippets
     def __init__(self, path: str | Path, device: str | None = None, precision: str = "auto") -> None:
         self.path = B.check_bundle(path)
         self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
@@ -87,6 +89,30 @@ class FineTunedTextModel:
     def takes_pairs(self) -> bool:
         """True for a model trained on sentence pairs: predict() wants (text, text_pair) tuples."""
         return self.config.data.text_pair_column is not None
+
+    def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
+                top_k: int, batch_size: int, out_dir: str | None) -> list["TextPrediction"]:
+        """``sftune predict``: --text (with --pair for sentence pairs) and --file; paths are refused in one line."""
+        if paths:
+            raise SftuneError(f"'{self.path}' classifies texts: pass them with --text \"...\" or --file FILE, not as paths")
+        if out_dir:
+            raise SftuneError(f"'{self.path}' classifies texts: --out-dir is for segmentation bundles; use --json to keep the predictions")
+        if pairs and len(pairs) != len(texts):
+            raise SftuneError(f"--pair given {len(pairs)} times for {len(texts)} --text; give one --pair per --text")
+        inputs: list[Any] = list(zip(texts, pairs)) if pairs else list(texts)
+        if text_file and self.takes_pairs:
+            from .data.texts import read_text_pairs_for_prediction
+
+            c = self.config.data
+            inputs += read_text_pairs_for_prediction(text_file, column if column is not None else c.text_column,
+                                                     c.text_pair_column)
+        elif text_file:
+            from .data.texts import read_texts_for_prediction
+
+            inputs += read_texts_for_prediction(text_file, column)
+        if not inputs:
+            raise SftuneError("nothing to classify: pass --text \"...\" (repeatable) or --file FILE")
+        return self.predict(inputs, top_k=top_k, batch_size=batch_size)
 
     def predict(self, texts: list[str] | list[tuple[str, str]] | str, top_k: int = 1,
                 batch_size: int = 64) -> list[TextPrediction]:

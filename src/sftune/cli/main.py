@@ -61,6 +61,27 @@ def cli() -> None:
     """
 
 
+class TaskName(click.ParamType):
+    """--task: ``auto`` or a registered task; the names come from the task registry (tasks/), read
+    only when help is shown or the flag is given, so `sftune --help` stays fast."""
+
+    name = "task"
+
+    @staticmethod
+    def choices() -> list[str]:
+        from ..tasks import TASKS
+
+        return ["auto", *TASKS.list()]
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+        return "[" + "|".join(self.choices()) + "]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        if value not in self.choices():
+            self.fail(f"{value!r} is not one of {', '.join(self.choices())}", param, ctx)
+        return value
+
+
 def _devices(value: str | None) -> int | str | None:
     if value is None:
         return None
@@ -69,7 +90,7 @@ def _devices(value: str | None) -> int | str | None:
 
 # Flags shared by `train` and `lr-find`, and the config key each one sets.
 RUN_FLAGS = {
-    "data": "data.path", "val_data": "data.val_path", "task": "task", "model": "model.name", "arch": "model.arch",
+    "data": "data.path", "val_data": "data.val_path", "task": "task.name", "model": "model.name", "arch": "model.arch",
     "strategy": "strategy.name", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
     "optimizer": "train.optimizer", "schedule": "train.schedule",
     "patience": "train.patience", "image_size": "data.image_size", "seed": "train.seed",
@@ -93,8 +114,9 @@ def run_options(command: Any) -> Any:
         click.option("--data", help="Images: folder (train/[val/] or <class>/*) or CSV of path,label. "
                                     "Text: CSV/TSV/JSONL/Parquet file, folder with train/val files, or a saved HF dataset."),
         click.option("--val-data", help="Separate validation data (default: val/ or a val file beside the data, else a stratified split)."),
-        click.option("--task", type=click.Choice(["auto", "image_classification", "text_classification"]),
-                     help="Default auto: text when --model is a text encoder or --data is a text table."),
+        click.option("--task", type=TaskName(),
+                     help="Default auto: detected from --model and --data (a text table: text; image/mask pairs: "
+                          "segmentation; else image classification). See `sftune tasks`."),
         click.option("--model", help="Images: efficientnet_lite0 (default), timm:<name>, file:<path>. "
                                      "Text: minilm (default), hf:<name or folder>. See `sftune models`."),
         click.option("--arch", help="timm architecture of a file:<state dict> (e.g. resnet18)."),
@@ -260,31 +282,31 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
       sftune eval runs/ants runs/ants_full --data hymenoptera_data/val
       sftune eval runs/sst2 --data SST-2/dev.tsv --json
     """
-    from ..eval.report import comparison_report, evaluation_report, write_report
-    from ..predictor import load
+    from ..predictor import bundle_task
 
     if len(bundles) > 2:
         raise SftuneError(f"eval takes one bundle, or two to compare; got {len(bundles)}")
-    models = [load(b, precision=precision) for b in bundles]
-    kind = "text" if hasattr(models[0], "collator") else "images"
-    if len({hasattr(m, "collator") for m in models}) > 1:
-        raise SftuneError(f"cannot compare an image model with a text model: {bundles[0]} vs {bundles[1]}")
+    tasks = [bundle_task(b) for b in bundles]
+    task = tasks[0][0]
+    if len({t.name for t, _ in tasks}) > 1 or len({t.modality for t, _ in tasks}) > 1:
+        raise SftuneError(f"cannot compare a {tasks[0][0].name} model with a {tasks[1][0].name} model: "
+                          f"{bundles[0]} vs {bundles[1]}")
+    models = [t.load_predictor(folder, None, precision) for t, folder in tasks]
     outputs = [m.outputs(data, batch_size=batch_size, strict=strict) for m in models]
     if len(models) == 1:
-        report = evaluation_report(outputs[0], bundles[0], data, kind, bootstrap=bootstrap, mistakes=mistakes,
-                                   title=f"{Path(bundles[0]).absolute().name} on {_data_name(data)}")
+        report = task.evaluation_report(outputs[0], bundles[0], data, f"{Path(bundles[0]).absolute().name} on {_data_name(data)}",
+                                        bootstrap, mistakes)
         default_folder = Path(bundles[0]) / "reports" / _data_name(data)
     else:
-        report = comparison_report(outputs[0], outputs[1], bundles[0], bundles[1], data, kind,
-                                   bootstrap=bootstrap, mistakes=mistakes,
-                                   title=f"{Path(bundles[0]).absolute().name} vs {Path(bundles[1]).absolute().name} "
-                                         f"on {_data_name(data)}")
+        report = task.comparison_report(outputs[0], outputs[1], bundles[0], bundles[1], data,
+                                        f"{Path(bundles[0]).absolute().name} vs {Path(bundles[1]).absolute().name} "
+                                        f"on {_data_name(data)}", bootstrap, mistakes)
         default_folder = Path(bundles[0]) / "reports" / f"{_data_name(data)}-vs-{Path(bundles[1]).absolute().name}"
     html_path = None
     if not no_report:
         folder = Path(out) if out else default_folder
         try:
-            _, html_path = write_report(folder, report, items_are_files=kind == "images")
+            _, html_path = task.write_evaluation(folder, report, models[0])
         except OSError as e:
             raise SftuneError(f"cannot write the report to '{folder}' ({e.strerror}); pass --out DIR or --no-report") from None
     if as_json:
@@ -329,46 +351,27 @@ def _data_name(data: str) -> str:
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
               help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON list of {path or text, label, score, top_k}.")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Segmentation bundles: write a palette index PNG mask and an overlay per image here.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON list: classification {path or text, label, score, top_k}; segmentation {path, size, class_fractions, mask}.")
 def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: tuple[str, ...], text_file: str | None,
-            column: Any, top_k: int, batch_size: int, precision: str, as_json: bool) -> None:
-    """Classify images (files, or folders searched for images) or texts.
+            column: Any, top_k: int, batch_size: int, out_dir: str | None, precision: str, as_json: bool) -> None:
+    """Predict with a bundle: classify images (files, or folders searched for images) or
+    texts; segment images into per-pixel class masks.
 
     \b
     Examples:
       sftune predict runs/ants photo.jpg more_photos/ --top-k 2
       sftune predict runs/sst2 --text "a gripping, beautiful film" --text "dull and far too long"
       sftune predict runs/sst2 --file reviews.txt --json
+      sftune predict runs/camvid street.png more_streets/ --out-dir masks/
     """
     from ..predictor import load
 
     model = load(bundle, precision=precision)
-    is_text = hasattr(model, "collator")
-    if is_text:
-        if paths:
-            raise SftuneError(f"'{bundle}' classifies texts: pass them with --text \"...\" or --file FILE, not as paths")
-        if pairs and len(pairs) != len(texts):
-            raise SftuneError(f"--pair given {len(pairs)} times for {len(texts)} --text; give one --pair per --text")
-        inputs: list[Any] = list(zip(texts, pairs)) if pairs else list(texts)
-        if text_file and model.takes_pairs:
-            from ..data.texts import read_text_pairs_for_prediction
-
-            c = model.config.data
-            inputs += read_text_pairs_for_prediction(text_file, column if column is not None else c.text_column,
-                                                     c.text_pair_column)
-        elif text_file:
-            from ..data.texts import read_texts_for_prediction
-
-            inputs += read_texts_for_prediction(text_file, column)
-        if not inputs:
-            raise SftuneError("nothing to classify: pass --text \"...\" (repeatable) or --file FILE")
-        predictions = model.predict(inputs, top_k=top_k, batch_size=batch_size)
-    else:
-        if texts or pairs or text_file:
-            raise SftuneError(f"'{bundle}' classifies images: pass image files or folders, not --text/--pair/--file")
-        if not paths:
-            raise SftuneError("nothing to classify: pass image files or folders after the bundle")
-        predictions = model.predict(list(paths), top_k=top_k, batch_size=batch_size)
+    # The bundle's predictor reads its own kind of input and refuses the others' flags in one line.
+    predictions = model.run_cli(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:
@@ -379,6 +382,12 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
 def models() -> None:
     """List the offline zoo and the other ways to name a backbone."""
     output.models_table()
+
+
+@cli.command()
+def tasks() -> None:
+    """List tasks, their inputs, monitored metric and options (task.<option> in config / --set)."""
+    output.tasks_table()
 
 
 @cli.command()

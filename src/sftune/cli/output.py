@@ -97,6 +97,20 @@ def strategies_table() -> None:
     console.print(table)
 
 
+def tasks_table() -> None:
+    from ..tasks import TASKS
+
+    table = Table(title="tasks (--task NAME, options via --set task.<option>=...)")
+    for col in ("name", "inputs", "what", "monitor", "options"):
+        table.add_column(col)
+    for name in TASKS.list():
+        cls = TASKS.get(name)
+        defaults = cls.Options()
+        opts = ", ".join(f"{k}={getattr(defaults, k)}" for k in cls.Options.model_fields) or "-"
+        table.add_row(name, cls.modality, cls.summary, f"{cls.monitor[0]} ({cls.monitor[1]})", opts)
+    console.print(table)
+
+
 def run_summary(bundle: Any, metrics: dict[str, Any], title: str) -> None:
     """End of `sftune train`: the report's view of the val set when the run wrote one, else the metrics."""
     import json

@@ -1,24 +1,13 @@
-"""What differs between input kinds (images, text), behind one interface the engine uses.
+"""Modalities: how raw items are found, decoded, batched and encoded (images, text).
 
 A pipeline finds the labeled data, builds the backbone, and serves batches either
-as raw inputs (a LightningDataModule) or as cached frozen-backbone features. The
-engine, strategies, task module and bundle are the same for every kind.
+as raw inputs (a LightningDataModule) or as cached frozen-backbone features. Each
+task (tasks/) picks its pipeline; the engine, strategies and bundle code never ask
+which modality they are working with.
 """
 
 from __future__ import annotations
 
-from ..config import RunConfig
 from .base import Pipeline
 
-
-def create_pipeline(config: RunConfig, workers: int, log) -> Pipeline:
-    if config.task == "text_classification":
-        from .text import TextPipeline
-
-        return TextPipeline(config, workers, log)
-    from .images import ImagePipeline
-
-    return ImagePipeline(config, workers, log)
-
-
-__all__ = ["Pipeline", "create_pipeline"]
+__all__ = ["Pipeline"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
@@ -13,9 +14,11 @@ class Pipeline:
     """One input kind. ``load()`` must run first; it sets ``data`` (train/val/classes/split/
     fingerprint/skipped) and ``backbone``."""
 
-    kind: str
+    kind: str  # the modality: "images", "text" (how a report shows an example)
     data: Any
     backbone: nn.Module
+    convolutional: bool = True  # bf16 inference pays on CPUs for convolutions (precision.py)
+    items_are_files: bool = True  # examples are files a report can show as thumbnails
 
     def __init__(self, config: RunConfig, workers: int, log: Callable[[str], None]) -> None:
         self.config = config
@@ -42,6 +45,10 @@ class Pipeline:
     def describe(self) -> str:
         """One line about the data, e.g. '245 train / 153 val images, 2 classes (given split)'."""
         raise NotImplementedError
+
+    def save_inputs_spec(self, work: Path) -> None:
+        """Whatever the bundle needs besides weights to read inputs as training did (e.g. a
+        tokenizer); images need nothing (their preprocessing is in config.yaml)."""
 
     def lineage(self) -> dict[str, Any]:
         """The data part of lineage.json."""

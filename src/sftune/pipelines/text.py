@@ -46,6 +46,8 @@ class TextClassificationData(_EpochAware):
 
 class TextPipeline(Pipeline):
     kind = "text"
+    convolutional = False
+    items_are_files = False
     data: LabeledTexts
     backbone: TextBackbone
 
@@ -119,6 +121,11 @@ class TextPipeline(Pipeline):
             h.update(b"\x00" + (s.text_pair or "").encode() + b"\x01")
         key = h.hexdigest()
         return cache_root() / "features" / key[:2] / f"{key}.safetensors"
+
+    def save_inputs_spec(self, work: Path) -> None:
+        from .. import bundle as B
+
+        self.backbone.save_pretrained(work / B.ENCODER)  # encoder config + tokenizer: the bundle stands alone
 
     def lineage(self) -> dict[str, Any]:
         config, data = self.config, self.data

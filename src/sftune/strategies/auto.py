@@ -14,13 +14,13 @@ class Choice:
     strategy: str
     options: dict[str, object]
     why: str
-    probe_acc: float
+    probe_acc: float | None
     train_size: int
     num_classes: int
 
     def to_dict(self) -> dict[str, object]:
         return {"requested": "auto", "chosen": self.strategy, "options": self.options, "why": self.why,
-                "probe_acc": round(self.probe_acc, 4), "train_size": self.train_size, "num_classes": self.num_classes}
+                "probe_acc": None if self.probe_acc is None else round(self.probe_acc, 4), "train_size": self.train_size, "num_classes": self.num_classes}
 
 
 @STRATEGIES.register("auto")
@@ -50,11 +50,18 @@ class Automatic(Strategy):
     strong_probe: float = Field(0.85, gt=0, le=1, description="probe val accuracy that counts as strong")
     few_per_class: int = Field(200, ge=1, description="below this many training examples per class, data counts as few")
 
-    def choose(self, train_size: int, num_classes: int, probe_acc: float, epochs: int) -> Choice:
-        per_class = train_size / max(1, num_classes)
-        facts = f"{train_size} training examples, {num_classes} classes ({per_class:.0f} per class), probe val acc {probe_acc:.3f}"
+    def choose(self, train_size: int, num_classes: int, probe_acc: float | None, epochs: int) -> Choice:
+        """``probe_acc`` None: the task has no pooled-feature probe (dense tasks such as segmentation,
+        where every image holds many labeled pixels); then "few" means fewer than ``few_per_class``
+        training images, and the frozen-features shortcut (linear_probe) is never chosen."""
+        if probe_acc is None:
+            per_class = float(train_size)
+            facts = f"{train_size} training images, {num_classes} classes, no pooled-feature probe for this task"
+        else:
+            per_class = train_size / max(1, num_classes)
+            facts = f"{train_size} training examples, {num_classes} classes ({per_class:.0f} per class), probe val acc {probe_acc:.3f}"
         options: dict[str, object] = {}
-        if per_class < self.few_per_class and probe_acc >= self.strong_probe:
+        if probe_acc is not None and per_class < self.few_per_class and probe_acc >= self.strong_probe:
             strategy, why = "linear_probe", "few examples per class and a strong probe: the frozen features already separate the classes"
         elif per_class < self.few_per_class and epochs >= 2:
             strategy, why = "freeze_unfreeze", "few examples per class but a weak probe: the features need adapting, gently, after the head settles"

@@ -26,7 +26,7 @@ from torch import nn
 from .._registry import Registry
 
 if TYPE_CHECKING:
-    from ..tasks.classification import Classifier
+    from ..tasks.base import TaskModule
 
 
 @dataclass
@@ -46,13 +46,13 @@ class Strategy:
     probes_head: ClassVar[bool] = False  # True: fit_probe() fits the head on frozen features before training
     keeps_start_weights: ClassVar[bool] = False  # True: the engine saves the weights training starts from for after_fit()
 
-    def prepare(self, task: "Classifier") -> None:
+    def prepare(self, task: "TaskModule") -> None:
         """Change the model before its param groups are taken (e.g. inject LoRA adapters)."""
 
-    def param_groups(self, task: "Classifier") -> list[ParamGroup]:
+    def param_groups(self, task: "TaskModule") -> list[ParamGroup]:
         raise NotImplementedError
 
-    def after_fit(self, task: "Classifier", start: dict[str, torch.Tensor] | None,
+    def after_fit(self, task: "TaskModule", start: dict[str, torch.Tensor] | None,
                   evaluate: Callable[[], dict[str, float]]) -> dict[str, Any] | None:
         """Adjust the best weights after training (e.g. WiSE-FT interpolation); returns a report
         for metrics.json. ``start``: the task's state dict before training (keeps_start_weights);
@@ -70,15 +70,18 @@ class Strategy:
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
-def head_params(task: "Classifier") -> list[nn.Parameter]:
-    return list(task.head.parameters())
+# Strategies reach a model only through the task module's explicit methods (tasks/base.py
+# TaskModule), never attribute names: every task (classification, segmentation, ...) fits.
 
 
-def backbone_params(task: "Classifier") -> list[nn.Parameter]:
-    return list(task.backbone.parameters())
+def head_params(task: "TaskModule") -> list[nn.Parameter]:
+    return task.head_parameters()
 
 
-def backbone_layer_groups(task: "Classifier") -> list[list[nn.Parameter]]:
+def backbone_params(task: "TaskModule") -> list[nn.Parameter]:
+    return task.backbone_parameters()
+
+
+def backbone_layer_groups(task: "TaskModule") -> list[list[nn.Parameter]]:
     """The backbone's parameters grouped by depth, input side first (timm's group_matcher)."""
-    by_name = dict(task.backbone.model.named_parameters())
-    return [[by_name[n] for n in names] for names in task.backbone.layer_groups() if names]
+    return task.backbone_layer_groups()

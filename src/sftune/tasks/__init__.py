@@ -1,5 +1,11 @@
-"""One LightningModule per task kind; classification serves images and text alike."""
+"""Tasks: each a :class:`~sftune.tasks.base.Task` registered in :data:`TASKS` (see base.py).
 
+Importing this package registers the built-in tasks; ``--task`` choices and ``task=auto``
+detection come from the registry, never from a list elsewhere.
+"""
+
+from .base import TASKS, Task, TaskModule, TaskOptions, create_task, detect_task
 from .classification import Classifier
+from . import segmentation  # noqa: F401  (registers semantic_segmentation)
 
-__all__ = ["Classifier"]
+__all__ = ["TASKS", "Classifier", "Task", "TaskModule", "TaskOptions", "create_task", "detect_task"]

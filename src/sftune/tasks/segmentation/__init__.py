@@ -1,0 +1,1 @@
+"""Semantic segmentation: a per-pixel class for every image, on the task contract (tasks/base.py)."""
