@@ -42,6 +42,14 @@ def metrics_table(metrics: dict[str, Any], title: str) -> None:
 
 
 def predictions_table(predictions: list) -> None:
+    if predictions and hasattr(predictions[0], "table_row"):  # predictions that lay out their own row
+        table = Table()
+        for col in type(predictions[0]).table_columns:
+            table.add_column(col, overflow="fold")
+        for p in predictions:
+            table.add_row(*p.table_row())
+        console.print(table)
+        return
     is_text = bool(predictions) and hasattr(predictions[0], "text")
     table = Table()
     table.add_column("text" if is_text else "image", overflow="fold")
@@ -136,7 +144,9 @@ _REPORT_ROWS = {"acc": "accuracy", "balanced_acc": "balanced accuracy", "top3_ac
                 "top5_acc": "top-5 accuracy", "exact_match": "exact match (all labels)", "f1": "F1 (macro)",
                 "f1_micro": "F1 (micro)", "f1_weighted": "F1 (weighted)", "precision": "precision (macro)",
                 "recall": "recall (macro)", "roc_auc": "ROC-AUC (OvR macro)", "pr_auc": "PR-AUC (OvR macro)",
-                "ece": "calibration error (ECE)", "log_loss": "log loss", "n": "examples", "skipped": "skipped files"}
+                "ece": "calibration error (ECE)", "log_loss": "log loss",
+                "miou": "mIoU", "pixel_acc": "pixel accuracy", "mean_dice": "mean Dice", "fw_iou": "frequency-weighted IoU",
+                "n": "examples", "skipped": "skipped files"}
 
 
 def report_summary(report: dict[str, Any], html_path: Any = None, per_class_rows: int = 10) -> None:
@@ -153,17 +163,22 @@ def report_summary(report: dict[str, Any], html_path: Any = None, per_class_rows
             table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value), _interval(report, key))
     console.print(table)
     pc = report.get("per_class")
-    if pc and len(pc["class"]) > 2:
-        order = sorted(range(len(pc["class"])), key=lambda i: pc["f1"][i])[:per_class_rows]
-        shown = Table(title="weakest classes (by F1)" if len(pc["class"]) > per_class_rows else "per class")
-        for col in ("class", "support", "precision", "recall", "F1"):
-            shown.add_column(col, justify="left" if col == "class" else "right")
+    score = next((k for k in ("f1", "iou") if pc and k in pc), None)  # the per-class score the report has
+    if pc and score and len(pc["class"]) > 2:
+        cols = [c for c in ("support", "pixels", "precision", "recall", score) if c in pc]
+        values = [(-1.0 if v is None else v) for v in pc[score]]  # absent classes (None) listed first
+        order = sorted(range(len(pc["class"])), key=lambda i: values[i])[:per_class_rows]
+        name = {"f1": "F1", "iou": "IoU"}[score]
+        shown = Table(title=f"weakest classes (by {name})" if len(pc["class"]) > per_class_rows else "per class")
+        for col in ("class", *cols):
+            shown.add_column(name if col == score else col, justify="left" if col == "class" else "right")
         for i in order:
-            shown.add_row(pc["class"][i], str(pc["support"][i]), f"{pc['precision'][i]:.3f}", f"{pc['recall'][i]:.3f}",
-                          f"{pc['f1'][i]:.3f}")
+            cells = [pc[c][i] for c in cols]
+            shown.add_row(str(pc["class"][i]), *("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+                                                 for v in cells))
         console.print(shown)
     matrix = report.get("confusion_matrix")
-    if matrix and len(matrix) <= 10:
+    if matrix and isinstance(matrix, list) and len(matrix) <= 10:
         classes = report["data"]["classes"]
         info("confusion matrix (rows: true class, columns: predicted)")
         cm = Table()

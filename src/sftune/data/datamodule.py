@@ -155,7 +155,7 @@ def default_workers() -> int:
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None,
-                collate_fn: Callable | None = None) -> DataLoader:
+                collate_fn: Callable | None = None, drop_last: bool = False) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -168,7 +168,7 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sa
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
-        drop_last=False,
+        drop_last=drop_last,
     )
 
 
@@ -186,6 +186,9 @@ class _EpochAware(L.LightningDataModule):
     seed: int
 
     collate_fn: Callable | None = None  # text: tokenizes each batch (dynamic padding)
+    # A last training batch of one example is dropped: BatchNorm layers in heads (DeepLabV3+'s
+    # image pooling) cannot normalise a single value per channel in train mode.
+    drop_single_last: bool = False
 
     def train_sampler(self) -> EpochShuffle:
         return EpochShuffle(len(self.train_set), self.seed)
@@ -194,7 +197,8 @@ class _EpochAware(L.LightningDataModule):
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
         sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
-        return make_loader(self.train_set, self.batch_size, self.num_workers, sampler, self.collate_fn)
+        drop_last = self.drop_single_last and len(sampler) % self.batch_size == 1 and len(sampler) > 1
+        return make_loader(self.train_set, self.batch_size, self.num_workers, sampler, self.collate_fn, drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.val_set, self.val_batch_size(), self.num_workers, Shard(len(self.val_set)), self.collate_fn)

@@ -35,11 +35,11 @@ class LowRankAdapters(Strategy):
     def prepare(self, task) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        model = task.backbone.model
+        model = task.adapter_host()
         names = self.target_modules(model)
         config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=names,
                             bias="none")
-        task.backbone.model = inject_adapter_in_model(config, model)
+        inject_adapter_in_model(config, model)  # in place: the adapters become submodules of the backbone
 
     def target_modules(self, model: nn.Module) -> list[str]:
         if self.targets:
@@ -55,7 +55,7 @@ class LowRankAdapters(Strategy):
         return names
 
     def param_groups(self, task) -> list[ParamGroup]:
-        adapters = [p for n, p in task.backbone.model.named_parameters() if ".lora_" in n]
+        adapters = [p for n, p in task.adapter_host().named_parameters() if ".lora_" in n]
         return [ParamGroup("head", head_params(task)),
                 ParamGroup("adapters", adapters, lr_scale=self.adapter_lr_scale)]
 

@@ -90,6 +90,11 @@ class Task:
         """The LightningModule (backbone + heads) for ``pipeline``'s data."""
         raise NotImplementedError
 
+    def start_from_parent(self, module: "TaskModule", config: "RunConfig", pipeline: "Pipeline") -> bool:
+        """Re-fine-tuning a ``file:<bundle>`` of this task: start the heads from the parent's when
+        they fit (True), else they start fresh (False)."""
+        return False
+
     def monitor_of(self, config: "RunConfig") -> tuple[str, str]:
         """The monitored metric and its direction: ``train.monitor`` if set, else the task's."""
         wanted = config.train.monitor
@@ -224,6 +229,10 @@ class TaskModule(L.LightningModule):
         """The backbone's parameters grouped by depth, input side first (timm's group_matcher)."""
         by_name = dict(self.backbone.model.named_parameters())
         return [[by_name[n] for n in names] for names in self.backbone.layer_groups() if names]
+
+    def adapter_host(self) -> nn.Module:
+        """The backbone network that adapters (LoRA) are injected into, in place."""
+        return self.backbone.model
 
     def linear_head(self) -> nn.Linear | None:
         """A linear layer on pooled features that a probe can fit in closed form (LP-FT), if any."""
