@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
 
 from .errors import SftuneError, did_you_mean
 
@@ -201,6 +201,9 @@ class RunConfig(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Dotted keys the user gave (config file, flags, --set), whatever their value: --resume refuses
+    # any of them that differs from the saved run, even one set back to its default.
+    _given: set[str] = PrivateAttr(default_factory=set)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -280,7 +283,20 @@ def build_config(
             set_dotted(tree, key, value)
     for text in sets or []:
         set_dotted(tree, *parse_override(text))
-    return validate(tree, source=str(file) if file else "config")
+    config = validate(tree, source=str(file) if file else "config")
+    config._given = set(_dotted_keys(tree))
+    return config
+
+
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"train": {"lr": 1}, "task": "x"}`` -> ``["train.lr", "task.name"]`` (section.key, one level)."""
+    keys = []
+    for section, values in tree.items():
+        if isinstance(values, dict):
+            keys += [f"{section}.{key}" for key in values]
+        elif section == "task":
+            keys.append("task.name")
+    return keys
 
 
 def validate(tree: dict[str, Any], source: str = "config") -> RunConfig:

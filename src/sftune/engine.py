@@ -425,7 +425,12 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
 
 
 def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
-    """The interrupted run's own config, with only epoch budget / hardware allowed to change."""
+    """The interrupted run's own config, with only epoch budget / hardware allowed to change.
+
+    A setting the user gave (flag, --set or config file) that differs from the saved run is
+    refused in one line, even when it equals the default; settings not given come from the
+    saved run. A config built without that record (an API caller's RunConfig) is compared
+    key by key, values equal to the defaults counting as not given."""
     saved_path = B.partial_dir(out.expanduser().absolute()) / B.CONFIG
     if not saved_path.is_file():
         raise SftuneError(f"cannot resume '{out}': no unfinished run there ({saved_path} is missing)")
@@ -433,19 +438,27 @@ def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
     merged = saved.to_dict()
     wanted = requested.to_dict()
     defaults = RunConfig().to_dict()
+    for tree in (merged, wanted, defaults):  # `task: name` shorthand -> {name: ...}, like every other section
+        if isinstance(tree.get("task"), str):
+            tree["task"] = {"name": tree["task"]}
+    given = requested._given
     for section, values in wanted.items():
         if not isinstance(values, dict):
             continue
         for key, value in values.items():
             dotted = f"{section}.{key}"
-            if value == defaults[section].get(key) or value == merged[section].get(key) or key == "arch":
-                continue  # not asked to change
-            if dotted == "strategy.name" and value == "auto":
-                continue  # the original command of an auto run: the saved config holds what auto chose
+            if key == "arch" or value == merged[section].get(key):
+                continue  # resolved at run time, or the same as the saved run
+            if given and dotted not in given:
+                continue  # not asked to change: the saved value holds
+            if not given and value == defaults[section].get(key):
+                continue
+            if dotted in ("strategy.name", "task.name") and value == "auto":
+                continue  # the original command of an auto run: the saved config holds what was chosen
             if not any(dotted == p or (p.endswith(".") and dotted.startswith(p)) for p in RESUMABLE_CHANGES):
                 raise SftuneError(
                     f"--resume continues the saved run: {dotted} is {merged[section].get(key)!r} there, not {value!r}; "
-                    f"only train.epochs, train.patience and trainer.* may change"
+                    f"only train.epochs, train.patience and trainer.* may change (drop that setting, or start a new --out)"
                 )
             merged[section][key] = value
     return validate(merged, source=str(saved_path))

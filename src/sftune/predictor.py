@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import bundle as B
-from .config import RunConfig, load_yaml, validate
+from .config import load_yaml, validate
 from .data import ImageDataset, Sample, build_transforms, find_unlabeled_images, make_loader
 from .data.sources import check_images, scan_class_folders, read_manifest, VAL_DIR_NAMES
 from .errors import SftuneError
 from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
-from .precision import inference_bf16
+from .predictors_base import BundlePredictor
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -33,21 +33,17 @@ class Prediction:
                 "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in self.top_k]}
 
 
-class FineTunedModel:
-    """Backbone + head rebuilt from ``config.yaml`` and ``model.safetensors``."""
+class FineTunedModel(BundlePredictor):
+    """An image classifier: backbone + head rebuilt from ``config.yaml`` and ``model.safetensors``."""
 
     modality = "images"
     items_are_files = True  # a report shows its examples as thumbnails
 
     def __init__(self, path: str | Path, device: str | None = None, precision: str = "auto") -> None:
-        self.path = B.check_bundle(path)
-        self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
-        self.classes: list[str] = B.read_json(self.path / B.LABELS)["classes"]
+        super().__init__(path, device, precision)
         self.backbone, head_state = B.read_bundle_model(self.path, self.config.model.arch, source=self.config.model.name)
         self.head = ClassifierHead(self.backbone.num_features, len(self.classes))
         self.head.load_state_dict(head_state)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.bf16 = inference_bf16(self.device, precision)  # see sftune/precision.py
         # channels_last: oneDNN/cuDNN's fast convolution layout (~1.7x on CPU for EfficientNet-Lite0).
         self.model = torch.nn.Sequential(self.backbone, self.head).to(self.device).eval()
         self.model.to(memory_format=torch.channels_last)
@@ -145,13 +141,6 @@ class FineTunedModel:
         return gather(self.classes, [describe_item(s) for s in samples],
                       self._batches(samples, batch_size, num_workers, digests, features), skipped=skipped)
 
-    def evaluate(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0, strict: bool = False) -> dict[str, Any]:
-        """Headline metrics on labeled data (a class folder, a train/val root's val/, or a CSV)."""
-        out = self.outputs(data, batch_size, num_workers, strict)
-        result = out.headline()
-        result["skipped"] = len(out.skipped)
-        return result
-
 
 def labeled_eval_samples(path: Path) -> list[Sample]:
     """Labeled images for ``eval``: a class folder, a CSV, or the val/ (else test/) of a train/val root."""
@@ -186,3 +175,13 @@ def bundle_task(path: str | Path) -> "tuple[Task, Path]":
     folder = B.check_bundle(path)
     config = validate(load_yaml(folder / B.CONFIG), source=str(folder / B.CONFIG))
     return create_task(config.task.name, config.task.options()), folder
+
+
+def require_continual(path: str | Path, command: str) -> None:
+    """One line instead of a deep failure when ``sftune drift``/``update`` meets a bundle whose
+    task has no drift reference or update gate (Task.continual False)."""
+    task, folder = bundle_task(path)
+    if not task.continual:
+        raise SftuneError(f"sftune {command} is not available for {task.name} bundles yet ('{folder}'): drift statistics "
+                          f"and the update gate exist for classification only; evaluate new labeled data with "
+                          f"sftune eval {folder} --data NEW_DATA")

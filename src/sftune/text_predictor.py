@@ -14,13 +14,12 @@ from typing import Any, Iterator
 import torch
 
 from . import bundle as B
-from .config import RunConfig, load_yaml, validate
 from .data.text_batches import TextCollator, TextDataset
 from .data.texts import TextSample, read_labeled_texts
 from .errors import SftuneError
 from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
-from .precision import inference_bf16
+from .predictors_base import BundlePredictor
 
 
 @dataclass
@@ -39,22 +38,22 @@ class TextPrediction:
                 "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in self.top_k]}
 
 
-class FineTunedTextModel:
+class FineTunedTextModel(BundlePredictor):
+    """A text classifier: the encoder rebuilt from the bundle's ``encoder/`` folder, its weights and head."""
+
     modality = "text"
     items_are_files = False  # a report shows its examples as text snippets
+    convolutional = False
+
     def __init__(self, path: str | Path, device: str | None = None, precision: str = "auto") -> None:
-        self.path = B.check_bundle(path)
-        self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
-        labels = B.read_json(self.path / B.LABELS)
-        self.classes: list[str] = labels["classes"]
+        super().__init__(path, device, precision)
+        labels = self.labels
         self.multi_label: bool = self.config.data.multi_label
         self.thresholds: list[float] = labels.get("thresholds") or [0.5] * len(self.classes)
         self.backbone, head_state = B.read_bundle_model(self.path, self.config.model.arch, self.config.model.name,
                                                         pooling=self.config.model.pooling)
         self.head = ClassifierHead(self.backbone.num_features, len(self.classes))
         self.head.load_state_dict(head_state)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.bf16 = inference_bf16(self.device, precision, convolutional=False)
         self.model = torch.nn.Sequential(self.backbone, self.head).to(self.device).eval()
         self.collator = TextCollator(self.backbone.tokenizer, self.config.data.max_length, self.config.data.truncation_side)
 
@@ -157,12 +156,6 @@ class FineTunedTextModel:
             raise SftuneError(f"no labeled texts in '{data}'")
         return gather(self.classes, [describe_item(s) for s in samples], self._batches(samples, batch_size, features), multi_label=self.multi_label)
 
-    def evaluate(self, data: str | Path | list[TextSample], batch_size: int = 64, **_: Any) -> dict[str, Any]:
-        """Headline metrics on labeled texts (a table file, a folder's val file, or a saved HF dataset's validation split)."""
-        out = self.outputs(data, batch_size)
-        result = out.headline()
-        result["skipped"] = 0
-        return result
 
 
 def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:

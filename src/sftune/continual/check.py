@@ -25,8 +25,9 @@ def check_drift(bundle: str | Path, data: str | Path, reference_data: str | Path
                 keep_null: bool = True, precision: str = "auto",
                 decide_on: tuple[str, ...] | str = ("features",)) -> DriftCheck:
     """Compare ``data`` with the bundle's training distribution in the bundle's feature space."""
-    from ..predictor import load
+    from ..predictor import load, require_continual
 
+    require_continual(bundle, "drift")
     model = load(bundle, precision=precision)
     if reference_data is not None:
         reference = reference_from_outputs(outputs_on(model, reference_data, max_samples, seed, text_column), seed)

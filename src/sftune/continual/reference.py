@@ -57,9 +57,11 @@ class Reference:
 
 
 def write_reference(work: Path, task: Any, datamodule: Any, data: Any, seed: int,
-                    precision: str = "auto", log: Callable[[str], None] = print, val_outputs: Any = None) -> None:
+                    precision: str = "auto", log: Callable[[str], None] = print, val_outputs: Any = None,
+                    kind: str = "images") -> None:
     """Store ``reference.safetensors`` and ``replay.json`` in the run folder ``work``.
 
+    ``kind``: the data's modality (modalities/), how replay.json records an example.
     ``task``: the trained Classifier (best weights loaded). When ``task.inputs_are_features``,
     ``datamodule`` holds the cached (frozen-backbone) features and the head alone gives the
     logits: no pass over any image. Otherwise the bundle's outputs on ``data.val`` with features
@@ -100,7 +102,7 @@ def write_reference(work: Path, task: Any, datamodule: Any, data: Any, seed: int
     B.save_tensors(work / REFERENCE, {"features": features, "logits": logits.float(), "targets": val_y},
                    metadata={"format": FORMAT, "features_from": source, "seed": str(seed),
                              "multi_label": str(multi_label).lower(), "classes": "\n".join(classes)})
-    B.atomic_write_json(work / REPLAY, replay_spec(data, seed))
+    B.atomic_write_json(work / REPLAY, replay_spec(data, seed, kind))
     log(f"reference: {len(features)} feature rows ({source}) and {len(logits)} validation predictions stored "
         f"for drift checks; replay sample of {min(len(data.train), MAX_REPLAY)} training examples named")
 
@@ -112,16 +114,15 @@ def _take(x: torch.Tensor, y: torch.Tensor | None, limit: int, rng: torch.Genera
     return x[index], (y[index] if y is not None else None)
 
 
-def replay_spec(data: Any, seed: int) -> dict[str, Any]:
+def replay_spec(data: Any, seed: int, kind: str) -> dict[str, Any]:
     """The JSON that names the replay examples (train sample) and the held-out old examples (val)."""
-    kind = "text" if hasattr(data, "columns") else "images"
+    from ..modalities import modality_of
+
+    modality = modality_of(kind)
     digests = getattr(data, "digests", {})
 
     def item(s: Any) -> dict[str, Any]:
-        if kind == "images":
-            return {"path": str(Path(s.path).absolute()), "label": s.label, "sha256": digests.get(s.path)}
-        label = s.label if isinstance(s.label, str) else list(s.label)
-        return {"text": s.text, "text_pair": s.text_pair, "label": label}
+        return modality.replay_item(s, digests)
 
     return {
         "format": int(FORMAT),

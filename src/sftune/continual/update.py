@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -56,20 +55,26 @@ def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate
     from ..config import build_config, load_yaml
     from ..engine import run_training
 
+    from ..predictor import require_continual
+
     gate = gate or Gate()
     champion = B.check_bundle(champion).absolute()
+    require_continual(champion, "update")
     spec = read_replay(champion)
     if spec.get("multi_label"):
         raise SftuneError("update supports single-label models for now; retrain multi-label models with sftune train")
     old_config = load_yaml(champion / B.CONFIG)
     classes: list[str] = spec["classes"]
-    new_train, new_val, fingerprint = _split_new(spec["kind"], Path(new_data).expanduser(), old_config, val_fraction, seed)
+    from ..modalities import modality_of
+
+    modality = modality_of(spec["kind"])
+    new_train, new_val, fingerprint = modality.split_new(Path(new_data).expanduser(), old_config, val_fraction, seed)
     unknown = sorted({s.label for s in new_train + new_val} - set(classes))
     if unknown:
         raise SftuneError(f"new data has classes the champion does not know: {', '.join(unknown)}; update keeps the "
                           f"class set ({', '.join(classes)}): train a new model for new classes")
-    replay_pool = _replay_items(spec, spec["train"], log)
-    old_val = _replay_items(spec, spec["val"], log)
+    replay_pool = modality.replay_samples(spec["train"], log)
+    old_val = modality.replay_samples(spec["val"], log)
     if not old_val:
         raise SftuneError(f"none of the champion's held-out examples in {champion / 'replay.json'} can be read; "
                           f"the old data has moved or changed")
@@ -79,13 +84,10 @@ def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate
         f"{len(new_val)} new, {len(old_val)} old")
 
     with tempfile.TemporaryDirectory(prefix="sftune-update-") as tmp:
-        data_path = _write_training_data(spec["kind"], Path(tmp), new_train + replay)
+        data_path, read_with = modality.write_training_data(Path(tmp), new_train + replay)
         tree = {k: v for k, v in old_config.items()}
         tree["model"] = {**tree.get("model", {}), "name": f"file:{champion}"}
-        tree["data"] = {**tree.get("data", {}), "path": str(data_path), "val_path": None}
-        if spec["kind"] == "text":
-            tree["data"].update(text_column="text", label_column="label",
-                                text_pair_column="text_pair" if any(s.text_pair for s in new_train + replay) else None)
+        tree["data"] = {**tree.get("data", {}), "path": str(data_path), "val_path": None, **read_with}
         tree.setdefault("train", {})["seed"] = seed
         from ..config import DataConfig
 
@@ -102,8 +104,8 @@ def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate
     scores = {"champion": {}, "challenger": {}}
     for role, bundle in (("champion", champion), ("challenger", challenger)):
         model = _load(bundle)
-        scores[role]["old"] = _score(model, old_val)
-        scores[role]["new"] = _score(model, new_val)
+        scores[role]["old"] = _score(model, old_val, modality)
+        scores[role]["new"] = _score(model, new_val, modality)
     decision = gate.decide(scores["champion"], scores["challenger"])
     data_info = {"new": str(Path(new_data).expanduser().absolute()), "new_fingerprint_sha256": fingerprint,
                  "new_train": len(new_train), "new_held_out": len(new_val), "replay": len(replay),
@@ -130,61 +132,6 @@ def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate
     return UpdateResult(str(champion), challenger, scores, decision, data_info, reg_info)
 
 
-# --------------------------------------------------------------------------------- data
-
-
-def _split_new(kind: str, path: Path, old_config: dict[str, Any], val_fraction: float, seed: int):
-    """(train, held-out, fingerprint) of the new data; its own val/ or val file is the held-out part."""
-    if kind == "images":
-        from ..data import find_labeled_images
-
-        data = find_labeled_images(path, None, val_fraction, seed, strict=False)
-        return data.train, data.val, data.fingerprint
-    from ..data.texts import find_labeled_texts
-
-    c = old_config.get("data", {})
-    data = find_labeled_texts(path, None, val_fraction, seed, c.get("text_column"), c.get("label_column"),
-                              c.get("text_pair_column"), False, c.get("label_separator", ","))
-    return data.train, data.val, data.fingerprint
-
-
-def _replay_items(spec: dict[str, Any], items: list[dict[str, Any]], log: Callable[[str], None]) -> list[Any]:
-    """Replay/held-out entries of replay.json as samples; image files that vanished or changed are skipped."""
-    if spec["kind"] == "text":
-        from ..data.texts import TextSample
-
-        return [TextSample(i["text"], i["label"], i.get("text_pair")) for i in items]
-    from ..data import Sample
-    from ..data.sources import check_images
-
-    samples = [Sample(Path(i["path"]), i["label"]) for i in items]
-    present = [s for s in samples if s.path.is_file()]
-    good, _, digests = check_images(present, strict=False)
-    want = {Path(i["path"]): i.get("sha256") for i in items}
-    same = [s for s in good if want.get(s.path) in (None, digests.get(s.path))]
-    if len(same) < len(samples):
-        log(f"warning: {len(samples) - len(same)} of {len(samples)} old examples are missing or changed; skipped")
-    return same
-
-
-def _write_training_data(kind: str, folder: Path, samples: list[Any]) -> Path:
-    """A manifest the engine reads like any user data: images path,label CSV; text a train.csv."""
-    if kind == "images":
-        path = folder / "manifest.csv"
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "label"])
-            w.writerows([str(Path(s.path).absolute()), s.label] for s in samples)
-        return path
-    path = folder / "train.csv"
-    pairs = any(s.text_pair for s in samples)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "text_pair", "label"] if pairs else ["text", "label"])
-        w.writerows([s.text, s.text_pair or "", s.label] if pairs else [s.text, s.label] for s in samples)
-    return path
-
-
 # ------------------------------------------------------------------------------- scoring
 
 
@@ -194,17 +141,9 @@ def _load(bundle: Path) -> Any:
     return load(bundle)
 
 
-def _score(model: Any, samples: list[Any]) -> dict[str, float]:
+def _score(model: Any, samples: list[Any], modality: Any) -> dict[str, float]:
     """Headline metrics of ``model`` on labeled samples (the predictors' inference loops)."""
     from ..eval import evaluate_logits
 
-    if hasattr(model, "collator"):
-        out = model.outputs(samples)
-        batches = [(out.logits, out.targets)]
-    else:  # images: with the files' digests, a linear probe's cached features are reused
-        from ..data.sources import check_images
-
-        good, _, digests = check_images(samples, strict=False)
-        batches = [(logits, labels) for logits, labels in model.logits(good, 64, 0, digests)]
-    metrics = evaluate_logits(batches, len(model.classes))
+    metrics = evaluate_logits(modality.scored_batches(model, samples), len(model.classes))
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

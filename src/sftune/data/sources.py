@@ -8,6 +8,13 @@ Layouts understood (``path`` is what the user passed as ``--data``):
   optional ``split`` column holding ``train``/``val``); relative paths are
   resolved against the manifest's folder, and must stay inside it unless
   ``allow_outside_root`` (a manifest from elsewhere must not read ``../../.ssh``).
+
+Folder links are followed, as torchvision's ImageFolder and timm do, without looping (each
+real folder is read once; a link to a folder that contains it is not followed). Whatever is
+found but not used (a file that is not an image, a looping or repeated link, an image beside
+the class folders) is named in the data's ``warnings``, as are train/val leakage, label
+mix-ups and label spellings merged by the class-name rule (:mod:`sftune.data.labels`: folder
+names and manifest labels are NFC; ``Ants``/``ants`` are one class).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from pathlib import Path
 
 from ..errors import SftuneError
 from .checks import conflicting_label_warnings, leakage_warnings, mixed_label_warnings
-from .images import inspect_image, is_image_file
+from .images import IMAGE_EXTENSIONS, inspect_image, is_image_file
+from .labels import class_name, normalise_labels
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 
@@ -43,7 +51,8 @@ class LabeledImages:
     classes: list[str]
     split: dict = field(default_factory=dict)  # how val was obtained (recorded in the bundle)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, problem): train/val leakage, label mix-ups
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, problem): unused files/links, merged
+    # label spellings, train/val leakage, label mix-ups
     fingerprint: str = ""  # sha256 over (label, file content) of every sample
     digests: dict[Path, str] = field(default_factory=dict)  # sha256 of each file's content
 
@@ -55,11 +64,31 @@ class LabeledImages:
 # ----------------------------------------------------------------------------- scanning
 
 
-def scan_class_folders(root: Path) -> list[Sample]:
-    """``root/<class>/**/<image>`` -> samples; every class folder must hold images."""
+def scan_class_folders(root: Path, unused: list[tuple[str, str]] | None = None) -> list[Sample]:
+    """``root/<class>/**/<image>`` -> samples; every class folder must hold images.
+
+    Class names follow the rule in :mod:`sftune.data.labels` (NFC, trimmed). Folder links are
+    followed (see :func:`_walk_files`); whatever is not used — a file that is not an image, a
+    link that loops or repeats a folder, a broken link — is appended to ``unused`` as
+    ``(path, reason)`` when a list is given. Hidden files and folders (``.DS_Store``,
+    ``.ipynb_checkpoints``) and ``Thumbs.db``/``desktop.ini`` are ignored without a word."""
     if not root.is_dir():
         raise SftuneError(f"data folder '{root}' does not exist; pass a folder of class sub-folders or a CSV manifest")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    note = unused.append if unused is not None else (lambda item: None)
+    root_real = os.path.realpath(root)
+    class_dirs = []
+    for p in sorted(root.iterdir()):
+        if _ignored(p.name):
+            continue
+        if not p.is_dir():
+            if is_image_file(p):  # other files beside the class folders (README, a manifest) are no data
+                note((str(p), "an image beside the class folders, in none of them (no class); not used"))
+            continue
+        real = os.path.realpath(p)
+        if p.is_symlink() and (real == root_real or Path(root_real).is_relative_to(real)):
+            note((str(p), f"links to {real}, a folder that contains it (a loop); not used as a class"))
+            continue
+        class_dirs.append(p)
     if not class_dirs:
         raise SftuneError(
             f"'{root}' has no class sub-folders; expected {root}/<class>/<image> (or train/<class>/...), "
@@ -67,22 +96,84 @@ def scan_class_folders(root: Path) -> list[Sample]:
         )
     samples: list[Sample] = []
     for class_dir in class_dirs:
-        files = sorted(p for p in _walk_files(class_dir) if is_image_file(p))
+        files: list[Path] = []
+        for f in _walk_files(class_dir, unused):
+            if is_image_file(f):
+                files.append(f)
+            else:
+                note((str(f), _NOT_AN_IMAGE))
         if not files:
             raise SftuneError(
                 f"class folder '{class_dir}' has no images ({', '.join(e.lstrip('.') for e in ('.jpg', '.png', '.webp', '.bmp'))}...); "
                 f"add images or remove the folder"
             )
-        samples.extend(Sample(f, class_dir.name) for f in files)
+        label = class_name(class_dir.name) or class_dir.name
+        samples.extend(Sample(f, label) for f in sorted(files))
     return samples
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    # os.walk without followlinks cannot loop forever on symlink cycles.
+_NOT_AN_IMAGE = f"not an image file (read: {' '.join(IMAGE_EXTENSIONS)}); not used"
+_LITTER = ("thumbs.db", "desktop.ini")  # written by Windows Explorer into image folders
+
+
+def _ignored(name: str) -> bool:
+    """Hidden entries and OS litter: never data, never reported."""
+    return name.startswith(".") or name.lower() in _LITTER
+
+
+def _walk_files(folder: Path, unused: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Every file under ``folder`` (hidden entries aside), following folder links as torchvision's
+    ImageFolder and timm do, and safe against loops: each real folder is read once, and a link
+    to a folder that contains it is not followed. Links are followed after the folder's own
+    tree, so a link into it repeats nothing. What is not followed goes to ``unused``."""
+    note = unused.append if unused is not None else (lambda item: None)
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in filenames)
+    root_real = os.path.realpath(folder)
+    seen: dict[str, Path] = {root_real: folder}  # real folder -> the path it was read through
+    tree: list[tuple[Path, str]] = [(folder, root_real)]
+    links: list[tuple[Path, str]] = []
+    while tree or links:
+        if tree:
+            current, current_real = tree.pop()
+        else:
+            current, current_real = links.pop()
+            if current_real in seen:
+                note((str(current), f"links to {current_real}, already read as {seen[current_real]}; not read twice"))
+                continue
+            seen[current_real] = current
+        try:
+            with os.scandir(current) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            note((str(current), f"folder cannot be read ({e.strerror or e}); its files were not used"))
+            continue
+        subdirs: list[tuple[Path, str]] = []
+        sublinks: list[tuple[Path, str]] = []
+        for entry in entries:
+            if _ignored(entry.name):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:  # a link loop (ELOOP), permissions: the file check names it
+                is_dir = False
+            if not is_dir:
+                if entry.is_symlink() and not os.path.exists(entry.path) and not is_image_file(path):
+                    note((str(path), f"broken link to {os.readlink(entry.path)}; not used"))
+                else:
+                    out.append(path)  # an image-named broken link is reported by the image check
+                continue
+            real = os.path.realpath(entry.path)
+            if not entry.is_symlink():
+                if real not in seen:  # (a bind mount seen twice is read once)
+                    seen[real] = path
+                    subdirs.append((path, real))
+            elif real == current_real or Path(current_real).is_relative_to(real):
+                note((str(path), f"links to {real}, a folder that contains it (a loop); not followed"))
+            else:
+                sublinks.append((path, real))
+        tree.extend(reversed(subdirs))
+        links[:0] = list(reversed(sublinks))  # taken from the end: in name order, after the tree
     return out
 
 
@@ -131,7 +222,7 @@ def read_manifest(path: Path, allow_outside_root: bool = False) -> tuple[list[Sa
                 f"move the manifest up to a folder that holds the images, or allow it with "
                 f"--set data.allow_outside_root=true"
             )
-        sample = Sample(file, row["label"])
+        sample = Sample(file, class_name(row["label"]) or row["label"])
         split = row.get("split", "train").lower() if has_split else "train"
         if split in VAL_DIR_NAMES:
             val.append(sample)
@@ -171,8 +262,12 @@ def check_images(samples: list[Sample], strict: bool, workers: int = 8) -> tuple
     return good, skipped, digests
 
 
-def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Per class, a seeded shuffle sends round(n * fraction) images (at least 1 when n >= 2) to val."""
+def stratified_split(samples: list[Sample], val_fraction: float, seed: int,
+                     digests: dict[Path, str] | None = None) -> tuple[list[Sample], list[Sample]]:
+    """Per class, a seeded shuffle sends round(n * fraction) images (at least 1 when n >= 2) to val.
+
+    With ``digests``, byte-identical copies stay together: a val image whose content is also in
+    train goes back to train, so the split itself never leaks (copies are still warned about)."""
     by_class: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         by_class[s.label].append(s)
@@ -185,6 +280,12 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
         n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction))) if len(items) >= 2 else 0
         val.extend(items[:n_val])
         train.extend(items[n_val:])
+    if digests:
+        in_train = {digests[s.path] for s in train}
+        kept = [s for s in val if digests[s.path] in in_train]
+        if kept:
+            train += kept
+            val = [s for s in val if digests[s.path] not in in_train]
     return train, val
 
 
@@ -201,23 +302,32 @@ def find_labeled_images(
 ) -> LabeledImages:
     """Resolve ``--data`` (and optional ``--val-data``) into checked train/val samples.
 
-    Unreadable files are skipped and listed in ``skipped``; train/val leakage and
-    label mix-ups are listed in ``warnings``. ``strict`` makes the first of either fatal."""
+    Unreadable files are skipped and listed in ``skipped``. Listed in ``warnings``: what was
+    found but not used (files that are not images, folder links that loop or repeat a folder),
+    labels merged by the class-name rule (:mod:`sftune.data.labels`), train/val leakage and
+    label mix-ups. ``strict`` makes the first of any of these fatal."""
     root = Path(path).expanduser()
     if not root.exists():
         raise SftuneError(f"data path '{root}' does not exist; pass an image folder or a CSV manifest with --data")
-    train, val = _read_source(root, allow_outside_root=allow_outside_root)
+    unused: list[tuple[str, str]] = []
+    train, val = _read_source(root, allow_outside_root=allow_outside_root, unused=unused)
     if val_path is not None:
         val_root = Path(val_path).expanduser()
         if not val_root.exists():
             raise SftuneError(f"validation path '{val_root}' does not exist (data.val_path)")
-        val, _ = _read_source(val_root, allow_nested=False, allow_outside_root=allow_outside_root)
+        val, _ = _read_source(val_root, allow_nested=False, allow_outside_root=allow_outside_root, unused=unused)
 
     train, skipped, digests = check_images(train, strict)
     if val is not None:
         val, skipped_val, val_digests = check_images(val, strict)
         skipped += skipped_val
         digests.update(val_digests)
+
+    # One class per name under the class-name rule: 'Ants'/'ants', '1'/'1.0' merge (with a warning).
+    rename, name_warnings = normalise_labels([s.label for s in train + (val or [])], str(root))
+    if rename:
+        train = [Sample(s.path, rename.get(s.label, s.label)) for s in train]
+        val = None if val is None else [Sample(s.path, rename.get(s.label, s.label)) for s in val]
 
     classes = sorted({s.label for s in train})
     if not train:
@@ -226,8 +336,12 @@ def find_labeled_images(
         raise SftuneError(f"'{root}' has only one class ('{classes[0]}'); classification needs at least two class folders")
 
     if val is None:
+        n = len(train)
         train, val = stratified_split(train, val_fraction, seed)
         split = {"method": "stratified", "seed": seed, "val_fraction": val_fraction}
+        train, val = stratified_split(train + val, val_fraction, seed, digests)
+        if len(train) != n - len(val):  # pragma: no cover - a guard on the line above
+            raise AssertionError("split lost images")
     else:
         split = {"method": "given", "source": str(val_path or root)}
     if not val:
@@ -238,8 +352,8 @@ def find_labeled_images(
             f"validation has classes that training lacks: {', '.join(unseen)}; add training images for them "
             f"or remove them from the validation set"
         )
-    warnings = (leakage_warnings(train, val, digests) + conflicting_label_warnings(train + val, digests)
-                + mixed_label_warnings(root, set(classes)))
+    warnings = (unused + name_warnings + leakage_warnings(train, val, digests)
+                + conflicting_label_warnings(train + val, digests) + mixed_label_warnings(root, set(classes)))
     if warnings and strict:
         where, problem = warnings[0]
         raise SftuneError(f"{where}: {problem} (or drop --strict to only warn)")
@@ -249,16 +363,16 @@ def find_labeled_images(
                          fingerprint=fingerprint, digests=digests)
 
 
-def _read_source(root: Path, allow_nested: bool = True,
-                 allow_outside_root: bool = False) -> tuple[list[Sample], list[Sample] | None]:
+def _read_source(root: Path, allow_nested: bool = True, allow_outside_root: bool = False,
+                 unused: list[tuple[str, str]] | None = None) -> tuple[list[Sample], list[Sample] | None]:
     if root.is_file():
         if root.suffix.lower() not in (".csv", ".tsv"):
             raise SftuneError(f"'{root}' is a file but not a .csv/.tsv manifest; pass a folder or a manifest")
         return read_manifest(root, allow_outside_root)
     if allow_nested and (root / "train").is_dir():
         val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
-        return scan_class_folders(root / "train"), (scan_class_folders(val_dir) if val_dir else None)
-    return scan_class_folders(root), None
+        return scan_class_folders(root / "train", unused), (scan_class_folders(val_dir, unused) if val_dir else None)
+    return scan_class_folders(root, unused), None
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -276,12 +390,22 @@ def _fingerprint(items: list[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def find_unlabeled_images(paths: list[str | Path]) -> list[Path]:
-    """Files and folders given to ``predict`` -> image files, in a stable order."""
+def find_unlabeled_images(paths: list[str | Path], unused: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Files and folders given to ``predict`` -> image files, in a stable order.
+
+    Folders are walked as for training (folder links followed, loop-safe); what a folder holds
+    but is not used (files that are not images, looping or repeated links) is appended to
+    ``unused`` as ``(path, reason)`` when a list is given."""
     out: list[Path] = []
     for p in map(lambda x: Path(x).expanduser(), paths):
         if p.is_dir():
-            out.extend(sorted(f for f in _walk_files(p) if is_image_file(f)))
+            found = []
+            for f in _walk_files(p, unused):
+                if is_image_file(f):
+                    found.append(f)
+                elif unused is not None:
+                    unused.append((str(f), _NOT_AN_IMAGE))
+            out.extend(sorted(found))
         elif p.is_file():
             out.append(p)
         else:

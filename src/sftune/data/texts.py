@@ -21,9 +21,17 @@ A headerless two-column file needs no flags: the column with few distinct short 
 the label, the other the text. TSV fields are read verbatim (no quote processing), as GLUE
 and SMSSpamCollection need: their texts start with unbalanced ``"``.
 
-Labels may be strings or integers (kept as their string form; all-integer classes sort
-numerically: "2" before "10"). Multi-label rows hold a list (JSONL/Parquet/datasets) or
-a string split on ``label_separator``; an empty list/string means "no label applies".
+Labels may be strings or numbers of any type; they become class names by the one rule in
+:mod:`sftune.data.labels` (NFC, trimmed, ``1.0`` -> ``"1"``; ``Positive``/``positive`` and
+``1``/``1.0`` are one class, merged with a warning). All-integer classes sort numerically:
+"2" before "10". Multi-label rows hold a list (JSONL/Parquet/datasets) or a string split on
+``label_separator``; an empty list/string means "no label applies".
+
+Checked across the whole set, as for images (:mod:`sftune.data.checks`), by a hash of the
+normalised text (NFC, case-folded, whitespace collapsed): the same text in training and
+validation (leakage), the same text under different labels, and the same text repeated within
+training or within validation. Each is a warning in :attr:`LabeledTexts.warnings`; ``strict``
+makes the first one fatal.
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SftuneError, did_you_mean
+from .checks import mixed_label_warnings, text_conflict_warnings, text_duplicate_warnings, text_leakage_warnings
 from .images import IMAGE_EXTENSIONS
+from .labels import class_name, normalise_labels
 
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "premise", "review", "content", "document", "question")
 LABEL_COLUMNS = ("label", "labels", "category", "class", "target")
@@ -61,6 +71,7 @@ class TextSample:
     text: str
     label: str | tuple[str, ...]  # a tuple of class names for multi-label ("" = unknown, for prediction)
     text_pair: str | None = None  # second sentence of sentence-pair tasks (NLI, paraphrase)
+    where: str = field(default="", compare=False, repr=False)  # "file line N", named in data warnings
 
 
 @dataclass
@@ -74,6 +85,7 @@ class LabeledTexts:
     fingerprint: str = ""  # sha256 over (text, pair, label) of every sample, train then val
     multi_label: bool = False
     columns: dict = field(default_factory=dict)  # {"text", "label", "text_pair"} actually used
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (where, problem): leakage, duplicates, label variants
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -421,19 +433,15 @@ def _is_nan(value: Any) -> bool:
 
 
 def _scalar_label(value: Any, names: list[str] | None) -> str | None:
-    """One label value -> its class name; None when missing."""
+    """One label value -> its class name (the rule in :mod:`sftune.data.labels`); None when missing."""
     if value is None or _is_nan(value):
         return None
-    if isinstance(value, bool):
-        return str(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # parquet stores an int column with gaps as float
-    if isinstance(value, int):
-        if names is not None:  # datasets ClassLabel: -1 means unlabeled
-            return names[value] if 0 <= value < len(names) else None
-        return str(value)
-    value = str(value).strip()
-    return value or None
+    if isinstance(value, int) and not isinstance(value, bool) and names is not None:
+        # datasets ClassLabel: -1 means unlabeled
+        return class_name(names[value]) if 0 <= value < len(names) else None
+    return class_name(value)
 
 
 def _labels(table: _Table, column: str, multi_label: bool, separator: str) -> list:
@@ -467,7 +475,8 @@ def _samples(table: _Table, columns: dict[str, str | None], multi_label: bool, s
     texts = _texts(table, columns["text"], "text")  # type: ignore[arg-type]
     pairs = _texts(table, columns["text_pair"], "text pair") if columns["text_pair"] else [None] * len(texts)
     labels = _labels(table, columns["label"], multi_label, separator)  # type: ignore[arg-type]
-    return [TextSample(t, lab, p) for t, lab, p in zip(texts, labels, pairs)]
+    return [TextSample(t, lab, p, f"{table.source} {table.where(i)}")
+            for i, (t, lab, p) in enumerate(zip(texts, labels, pairs))]
 
 
 def sort_classes(names: set[str]) -> list[str]:
@@ -537,8 +546,13 @@ def find_labeled_texts(
     text_pair_column: ColumnRef = None,
     multi_label: bool = False,
     label_separator: str = ",",
+    strict: bool = False,
 ) -> LabeledTexts:
-    """Resolve ``--data`` (and optional ``--val-data``) into checked train/val texts."""
+    """Resolve ``--data`` (and optional ``--val-data``) into checked train/val texts.
+
+    Listed in ``warnings``: labels merged by the class-name rule, labels mixing numbers and
+    names, train/val leakage, one text under different labels, repeated texts. ``strict``
+    makes the first of them fatal."""
     if not 0 < val_fraction < 1:
         raise SftuneError(f"val_fraction must be between 0 and 1 (got {val_fraction})")
     root = Path(path).expanduser()
@@ -554,6 +568,12 @@ def find_labeled_texts(
     val = None
     if val_table is not None:
         val = _samples(val_table, _same_columns(val_table, columns), multi_label, label_separator)
+    # One class per name under the class-name rule: 'Positive'/'positive', '1'/'1.0' merge (with a warning).
+    occurrences = [lbl for s in train + (val or []) for lbl in ((s.label,) if isinstance(s.label, str) else s.label)]
+    rename, warnings = normalise_labels(occurrences, train_table.source)
+    if rename:
+        train = _relabel(train, rename)
+        val = None if val is None else _relabel(val, rename)
     if len(_label_set(train)) < 2:
         raise SftuneError(f"'{train_table.source}' has fewer than 2 classes ({', '.join(sorted(_label_set(train))) or 'none'}"
                           f" in column '{columns['label']}'); classification needs at least two")
@@ -570,8 +590,23 @@ def find_labeled_texts(
         raise SftuneError(f"validation data '{where}' has labels that training lacks: {', '.join(unseen[:10])}; "
                           f"add training texts for them or remove them from validation")
     split = {**(split or {}), "val_count": len(val)}
+    warnings += mixed_label_warnings(train_table.source, set(classes))
+    warnings += (text_leakage_warnings(train, val) + text_conflict_warnings(train + val)
+                 + text_duplicate_warnings(train, "training") + text_duplicate_warnings(val, "validation"))
+    if warnings and strict:
+        where, problem = warnings[0]
+        raise SftuneError(f"{where}: {problem} (or drop --strict to only warn)")
     return LabeledTexts(train=train, val=val, classes=classes, split=split, fingerprint=_fingerprint(train + val),
-                        multi_label=multi_label, columns=columns)
+                        multi_label=multi_label, columns=columns, warnings=warnings)
+
+
+def _relabel(samples: list[TextSample], rename: dict[str, str]) -> list[TextSample]:
+    def one(label: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(label, str):
+            return rename.get(label, label)
+        return tuple(dict.fromkeys(rename.get(x, x) for x in label))  # merged names may now repeat
+
+    return [TextSample(s.text, one(s.label), s.text_pair, s.where) for s in samples]
 
 
 def _read_source(root: Path, refs: tuple[ColumnRef, ...]) -> tuple[_Table, _Table | None, dict | None]:

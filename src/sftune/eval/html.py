@@ -161,9 +161,12 @@ def _per_class_table(pc: dict[str, list]) -> str:
 def _gallery(rows: list[dict[str, Any]], kind: str, thumbnails: bool, columns: tuple[str, ...] = ("true", "predicted")) -> str:
     if not rows:
         return "<p class=\"good\">None: every example is right.</p>" if columns == ("true", "predicted") else "<p>None.</p>"
+    from ..modalities import modality_of
+
+    files = modality_of(kind).items_are_files  # thumbnails of example files, or text snippets
     cards = []
     for row in rows:
-        if kind == "images":
+        if files:
             image = _thumbnail(row["item"]) if thumbnails else None
             media = (f"<img src=\"data:image/jpeg;base64,{image}\" alt=\"{_e(row['item'])}\">" if image
                      else "<div class=\"muted\">(image not readable)</div>")
@@ -175,7 +178,7 @@ def _gallery(rows: list[dict[str, Any]], kind: str, thumbnails: bool, columns: t
             lines.append(f"<div class=\"muted\">confidence {row['confidence']:.3f}</div>")
         if "right" in row:
             lines.append(f"<div class=\"muted\">right: model {row['right'].upper()}</div>")
-        cards.append(f"<div class=\"card{' text' if kind != 'images' else ''}\">{media}{''.join(lines)}</div>")
+        cards.append(f"<div class=\"card{'' if files else ' text'}\">{media}{''.join(lines)}</div>")
     return f"<div class=\"cards\">{''.join(cards)}</div>"
 
 

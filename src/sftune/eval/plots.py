@@ -93,7 +93,9 @@ def training_curves(history: list[dict[str, float]]) -> bytes | None:
         if any(key in row for row in history):
             loss_ax.plot(epochs, series(key), marker="o", ms=3, label=label)
     loss_ax.set_title("loss")
-    for key in ("val/acc", "val/f1", "val/exact_match", "val/f1_micro"):
+    # Every logged val metric but the loss (each task logs its own: acc/f1, miou/pixel_acc, ...).
+    metric_keys = sorted({k for row in history for k in row if k.startswith("val/") and k != "val/loss"})
+    for key in metric_keys:
         if any(key in row for row in history):
             metric_ax.plot(epochs, series(key), marker="o", ms=3, label=key.removeprefix("val/"))
     metric_ax.set_title("validation metrics")

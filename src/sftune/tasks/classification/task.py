@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -128,7 +128,7 @@ class Classification(Task):
         from ...continual.reference import write_reference
 
         write_reference(work, module, datamodule, pipeline.data, config.train.seed, config.trainer.inference_precision,
-                        log, val_outputs=outputs)
+                        log, val_outputs=outputs, kind=pipeline.kind)
 
     def evaluation_report(self, outputs: Any, bundle: str | Path, data: str, title: str, bootstrap: int,
                           mistakes: int) -> dict[str, Any]:

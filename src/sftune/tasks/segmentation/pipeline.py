@@ -66,8 +66,9 @@ class SegmentationPipeline(Pipeline):
         if not self.data.val:
             raise SftuneError(f"'{c.data.path}': no validation pairs (need val/ + valannot/, a split column, "
                               f"or enough pairs for data.val_fraction)")
-        if o.classes is None:  # saved in config.yaml: the bundle knows its class names without the data
-            o.classes = list(self.data.classes)
+        # Saved in config.yaml: the bundle (and --resume) know the class names without the data.
+        # The data's list, not the given one: a trailing 'void' name for ignore_index is dropped there.
+        o.classes = list(self.data.classes)
         self.net = build_segmentation_model(o.decoder, c.model.name, self.data.num_classes, c.model.pretrained,
                                             c.model.arch)
         self.backbone = self.net.encoder

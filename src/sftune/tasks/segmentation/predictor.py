@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from ... import bundle as B
-from ...config import RunConfig, load_yaml, validate
 from ...errors import SftuneError
-from ...precision import inference_bf16
+from ...predictors_base import BundlePredictor
 from .data import MaskReader, MaskSample, find_labeled_masks, find_unlabeled_samples
 from .metrics import ConfusionStream
 from .model import rebuild_segmentation_model
@@ -59,17 +58,15 @@ class SegmentationPrediction:
         return self.path, ", ".join(f"{name} {share:.0%}" for name, share in top if share > 0), self.mask_file or "-"
 
 
-class FineTunedSegmenter:
+class FineTunedSegmenter(BundlePredictor):
     """Encoder + decoder + head rebuilt from the bundle; ``predict`` / ``outputs`` / ``evaluate``."""
 
     modality = "images"
     items_are_files = True
 
     def __init__(self, path: str | Path, device: str | None = None, precision: str = "auto") -> None:
-        self.path = B.check_bundle(path)
-        self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
-        labels = B.read_json(self.path / B.LABELS)
-        self.classes: list[str] = labels["classes"]
+        super().__init__(path, device, precision)
+        labels = self.labels
         self.ignore_index: int = int(labels["ignore_index"])
         self.mask_format: str = labels.get("mask_format", "index")
         self.colormap = [tuple(c) for c in labels["colormap"]] if labels.get("colormap") else None
@@ -81,8 +78,6 @@ class FineTunedSegmenter:
         if missing:
             raise SftuneError(f"{self.path / B.WEIGHTS}: decoder/head tensors missing (e.g. {missing[0]}); "
                               f"the bundle is damaged or from another model")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.bf16 = inference_bf16(self.device, precision)
         self.net.to(self.device).eval().to(memory_format=torch.channels_last)
         cfg = self.net.encoder.data_config()
         _, self.transform = build_joint_transforms(cfg["mean"], cfg["std"], None, (1.0, 1.0), 0.0, self.ignore_index)
@@ -202,13 +197,6 @@ class FineTunedSegmenter:
         return SegmentationOutputs.from_stream(stream, self.classes, items, skipped, sizes,
                                                torch.cat(pooled) if pooled else None)
 
-    def evaluate(self, data: str | Path | list[MaskSample], batch_size: int = 8, num_workers: int = 0,
-                 strict: bool = False) -> dict[str, Any]:
-        """Headline metrics (mIoU, pixel accuracy, mean Dice, fwIoU, per-class IoU) on labeled pairs."""
-        out = self.outputs(data, batch_size, num_workers, strict)
-        result = out.headline()
-        result["skipped"] = len(out.skipped)
-        return result
 
 
 def _unique_stem(used: set[str], image: Path) -> str:
