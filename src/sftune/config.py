@@ -276,13 +276,13 @@ def build_config(
     tree: dict[str, Any] = dict(base or {})
     if file is not None:
         tree = _deep_merge(tree, load_yaml(file))
-    if isinstance(tree.get("task"), str):  # shorthand `task: name`, so `task.<option>` can be set beside it
-        tree["task"] = {"name": tree["task"]}
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            set_dotted(tree, key, value)
-    for text in sets or []:
-        set_dotted(tree, *parse_override(text))
+    for key, value in [*((k, v) for k, v in (overrides or {}).items() if v is not None),
+                       *(parse_override(text) for text in sets or [])]:
+        if key == "task" and isinstance(value, str):
+            key = "task.name"  # `task=X` beside `task.<option>=...`, in either order
+        if key.startswith("task") and isinstance(tree.get("task"), str):
+            tree["task"] = {"name": tree["task"]}  # shorthand `task: name` (YAML), so options can be set beside it
+        set_dotted(tree, key, value)
     config = validate(tree, source=str(file) if file else "config")
     config._given = set(_dotted_keys(tree))
     return config

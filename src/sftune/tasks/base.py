@@ -62,7 +62,7 @@ class Task:
     metrics: ClassVar[dict[str, str]] = {"val/acc": "max", "val/f1": "max", "val/loss": "min"}
     backbone_output: ClassVar[str] = "pooled"
     caches_features: ClassVar[bool] = True
-    continual: ClassVar[bool] = True
+    continual: ClassVar[bool] = False
     default_model: ClassVar[str] = "efficientnet_lite0"
     detect_priority: ClassVar[int] = 0  # task=auto asks tasks in decreasing priority whether they claim the data
 
@@ -139,16 +139,16 @@ class Task:
     def evaluation_report(self, outputs: Any, bundle: str | Path, data: str, title: str, bootstrap: int,
                           mistakes: int) -> dict[str, Any]:
         """report.json content of ``sftune eval`` for one bundle."""
-        raise NotImplementedError
+        raise SftuneError(f"sftune eval is not available for {self.name} bundles")
 
     def comparison_report(self, a: Any, b: Any, bundle_a: str | Path, bundle_b: str | Path, data: str, title: str,
                           bootstrap: int, mistakes: int) -> dict[str, Any]:
         """report.json content of ``sftune eval A B``."""
-        raise NotImplementedError
+        raise SftuneError(f"sftune eval A B (comparison) is not available for {self.name} bundles")
 
     def write_evaluation(self, folder: Path, report: dict[str, Any], model: Any) -> tuple[Path, Path]:
         """Write report.json/report.html of ``sftune eval`` into ``folder``."""
-        raise NotImplementedError
+        raise SftuneError(f"sftune eval reports are not available for {self.name} bundles")
 
 
 TASKS: Registry[type[Task]] = Registry("task")

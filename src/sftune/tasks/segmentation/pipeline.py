@@ -69,6 +69,7 @@ class SegmentationPipeline(Pipeline):
         # Saved in config.yaml: the bundle (and --resume) know the class names without the data.
         # The data's list, not the given one: a trailing 'void' name for ignore_index is dropped there.
         o.classes = list(self.data.classes)
+        c.task.classes = list(self.data.classes)  # the task's options are a copy of config.task's
         self.net = build_segmentation_model(o.decoder, c.model.name, self.data.num_classes, c.model.pretrained,
                                             c.model.arch)
         self.backbone = self.net.encoder
