@@ -24,11 +24,14 @@ if TYPE_CHECKING:
 @dataclass
 class Prediction:
     path: str
-    label: str
+    label: str | None  # None when the file was skipped
     score: float  # softmax probability of ``label``
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    skipped: str | None = None  # why this file got no prediction (not an image, unreadable, ...)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.skipped:
+            return {"path": self.path, "label": None, "score": None, "skipped": self.skipped}
         return {"path": self.path, "label": self.label, "score": round(self.score, 6),
                 "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in self.top_k]}
 
@@ -94,21 +97,25 @@ class FineTunedModel(BundlePredictor):
         return cached_eval_features(self.backbone, self.transform, ordered, self.config.train.seed,
                                     "bf16" if self.bf16 else "32")
 
-    def predict(self, paths: list[str | Path] | str | Path, top_k: int = 1, batch_size: int = 64, num_workers: int = 0) -> list[Prediction]:
-        """Classify image files (folders are searched for images)."""
+    def predict(self, paths: list[str | Path] | str | Path, top_k: int = 1, batch_size: int = 64, num_workers: int = 0,
+                strict: bool = False) -> list[Prediction]:
+        """Classify image files (folders are searched for images), one prediction per file in
+        input order. A file that is not a readable image never costs the others: its
+        prediction has ``label`` None and ``skipped`` set to the reason (``strict``: an error)."""
         files = find_unlabeled_images([paths] if isinstance(paths, (str, Path)) else list(paths))
-        good, skipped, digests = check_images([Sample(f, "") for f in files], strict=True)
+        good, skipped, digests = check_images([Sample(f, "") for f in files], strict=strict)
         k = max(1, min(top_k, len(self.classes)))
-        out: list[Prediction] = []
+        by_path: dict[str, Prediction] = {path: Prediction(path, None, 0.0, skipped=reason) for path, reason in skipped}
         index = 0
         for logits, _ in self.logits(good, batch_size, num_workers, digests):
             probs = logits.softmax(dim=-1)
             scores, idx = probs.topk(k, dim=-1)
             for row_scores, row_idx in zip(scores.tolist(), idx.tolist()):
                 ranked = [(self.classes[i], s) for i, s in zip(row_idx, row_scores)]
-                out.append(Prediction(str(good[index].path), ranked[0][0], ranked[0][1], ranked))
+                path = str(good[index].path)
+                by_path[path] = Prediction(path, ranked[0][0], ranked[0][1], ranked)
                 index += 1
-        return out
+        return [by_path[str(f)] for f in files]
 
     def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
                 top_k: int, batch_size: int, out_dir: str | None) -> list[Prediction]:

@@ -366,12 +366,23 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
       sftune predict runs/sst2 --text "a gripping, beautiful film" --text "dull and far too long"
       sftune predict runs/sst2 --file reviews.txt --json
       sftune predict runs/camvid street.png more_streets/ --out-dir masks/
+
+    \b
+    Exit status: 0 when at least one input was predicted (an input that cannot be
+    read is listed with the reason, in --json as {"skipped": reason}); 2 when
+    none could be, or the command line is wrong.
     """
     from ..predictor import load
 
     model = load(bundle, precision=precision)
     # The bundle's predictor reads its own kind of input and refuses the others' flags in one line.
     predictions = model.run_cli(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir)
+    skipped = [p for p in predictions if getattr(p, "skipped", None)]
+    if skipped and len(skipped) == len(predictions):
+        raise SftuneError(f"nothing could be predicted: all {len(skipped)} input(s) were skipped, e.g. "
+                          f"{getattr(skipped[0], 'path', '?')}: {skipped[0].skipped}")
+    if skipped:  # every good input is predicted; the others are listed (in --json too) with the reason
+        output.info_err(f"warning: {len(skipped)} of {len(predictions)} input(s) skipped (listed with the reason)")
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:

@@ -57,6 +57,9 @@ def predictions_table(predictions: list) -> None:
     table.add_column("score", justify="right")
     table.add_column("top-k")
     for p in predictions:
+        if getattr(p, "skipped", None):
+            table.add_row(getattr(p, "path", ""), "[red]skipped[/red]", "-", p.skipped)
+            continue
         others = ", ".join(f"{lbl} {s:.2f}" for lbl, s in p.top_k[1:])
         shown = (p.text if len(p.text) <= 80 else p.text[:77] + "...") if is_text else p.path
         label = ", ".join(p.label) if isinstance(p.label, list) else p.label

@@ -1,0 +1,1 @@
+"""Object detection: boxes and classes for every object in an image, on the task contract (tasks/base.py)."""
