@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
 from . import __version__
@@ -72,8 +72,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
     #    the task and strategy options, the output folder (claimed and locked), the data, the model name.
     task = create_task(config.task.name, config.task.options())
     monitor, monitor_mode = task.monitor_of(config)
-    strategy = create_strategy(config.strategy)
-    strategy.check(config.train.epochs)
+    strategy = _budgeted_strategy(config, log)
     _refuse(task, strategy)
     run = B.RunFolder.open(out, resume=resume, overwrite=overwrite)  # a work folder renamed into place at the end
     try:
@@ -86,8 +85,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         if isinstance(strategy, Automatic):  # resolved here, so config.yaml (and --resume) hold the chosen strategy
             choice = _choose_strategy(strategy, task, pipeline, log)
             config.strategy = StrategyConfig(name=choice.strategy, **choice.options)
-            strategy = create_strategy(config.strategy)
-            strategy.check(config.train.epochs)
+            strategy = _budgeted_strategy(config, log)
             _refuse(task, strategy)
         if run.is_writer and not resume:
             B.atomic_write_text(run.work / B.CONFIG, dump_yaml(config))
@@ -115,6 +113,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         # save_last only writes when a new best is saved, which would make --resume lose epochs.
         last = ModelCheckpoint(dirpath=run.work / B.CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
         callbacks: list[Any] = [checkpoint, last, _ElapsedTime(started), resilience.FiniteWeights()]
+        if config.trainer.progress_bar:
+            callbacks.append(EpochProgressBar())
         if config.train.ema:
             callbacks.append(EMA(config.train.ema_decay))
         if config.train.patience > 0:
@@ -198,11 +198,40 @@ def training_inputs(task: Task, module: TaskModule, pipeline: Pipeline, config: 
     return pipeline.datamodule()
 
 
+def _budgeted_strategy(config: RunConfig, log: Callable[[str], None]) -> Strategy:
+    """The configured strategy, its unset options scaled to the epoch budget (said, and saved in
+    config.yaml), then checked: an impossible option the user set is a one-line error."""
+    strategy = create_strategy(config.strategy)
+    changed = strategy.fit_budget(config.train.epochs, set(config.strategy.options()))
+    if changed:
+        config.strategy = StrategyConfig(name=config.strategy.name, **config.strategy.options(), **changed)
+        shown = ", ".join(f"strategy.{k}={v}" for k, v in changed.items())
+        log(f"strategy: {shown} to fit {config.train.epochs} epochs (the defaults need more; set them to override)")
+    strategy.check(config.train.epochs)
+    return strategy
+
+
 def _refuse(task: Task, strategy: Strategy) -> None:
     """One line when the strategy cannot apply to the task (e.g. LP-FT's closed-form probe needs a linear head)."""
     why = task.refusal(strategy)
     if why:
         raise SftuneError(f"strategy {strategy.name} does not apply to task {task.name}: {why}")
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, counting epochs from 1 of N as every summary and report does
+    (Lightning's own shows the 0-based index: "Epoch 1" during the second of two)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        # TQDMProgressBar.on_train_epoch_start with our description (calling it would draw its own first).
+        from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
+
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset()
+        self.train_progress_bar.total = convert_inf(self.total_train_batches)
+        self.train_progress_bar.initial = 0
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
 
 class _ElapsedTime(L.Callback):

@@ -41,7 +41,7 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
             steps: int = 100, log: Callable[[str], None] = print) -> LrFindResult:
     from lightning.pytorch.tuner import Tuner
 
-    from .engine import _choose_strategy, _make_trainer, _quiet_lightning, _refuse, training_inputs
+    from .engine import _budgeted_strategy, _choose_strategy, _make_trainer, _quiet_lightning, _refuse, training_inputs
     from .tasks import create_task
 
     if not config.data.path:
@@ -50,7 +50,7 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
         raise SftuneError(f"--min-lr ({min_lr:g}) must be positive and below --max-lr ({max_lr:g})")
     config = resolve_task(config)
     task = create_task(config.task.name, config.task.options())
-    strategy = create_strategy(config.strategy)
+    strategy = _budgeted_strategy(config, log)
     _refuse(task, strategy)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     workers = default_workers() if config.data.num_workers is None else config.data.num_workers

@@ -66,6 +66,12 @@ class Strategy:
     def check(self, epochs: int) -> None:
         """Reject options that cannot work with the run's epoch budget (raise SftuneError)."""
 
+    def fit_budget(self, epochs: int, given: set[str]) -> dict[str, Any]:
+        """Scale options the user did not set (not in ``given``) to the epoch budget; return the
+        changed options (empty when none changed). An option the user set is never changed:
+        :meth:`check` refuses it if it cannot work."""
+        return {}
+
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 

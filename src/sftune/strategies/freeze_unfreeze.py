@@ -31,6 +31,13 @@ class FreezeUnfreeze(Strategy):
     def min_epochs(self) -> int:
         return self.unfreeze_epoch + 1
 
+    def fit_budget(self, epochs: int, given: set[str]) -> dict[str, object]:
+        # The default (3) needs 4+ epochs; a shorter run gives the head about a third of it.
+        if "unfreeze_epoch" in given or self.unfreeze_epoch < epochs or epochs < 2:
+            return {}
+        self.unfreeze_epoch = max(1, epochs // 3)
+        return {"unfreeze_epoch": self.unfreeze_epoch}
+
     def check(self, epochs: int) -> None:
         if self.unfreeze_epoch >= epochs:
             raise SftuneError(

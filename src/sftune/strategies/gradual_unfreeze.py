@@ -42,6 +42,20 @@ class GradualUnfreeze(Strategy):
     def min_epochs(self) -> int:
         return self.stages * self.unfreeze_every + 1
 
+    def fit_budget(self, epochs: int, given: set[str]) -> dict[str, object]:
+        # The last stage must start before the last epoch: fewer stages (then a stage every epoch)
+        # when the defaults (4 stages, one per epoch) do not fit the budget.
+        if self.stages * self.unfreeze_every < epochs or epochs < 2:
+            return {}
+        changed: dict[str, object] = {}
+        if "unfreeze_every" not in given and self.unfreeze_every > 1:
+            self.unfreeze_every = max(1, (epochs - 1) // self.stages)
+            changed["unfreeze_every"] = self.unfreeze_every
+        if "stages" not in given and self.stages * self.unfreeze_every >= epochs:
+            self.stages = max(1, (epochs - 1) // self.unfreeze_every)
+            changed["stages"] = self.stages
+        return changed
+
     def check(self, epochs: int) -> None:
         last = self.stages * self.unfreeze_every
         if last >= epochs:
