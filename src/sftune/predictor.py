@@ -15,7 +15,7 @@ from .data.sources import check_images, scan_class_folders, read_manifest, VAL_D
 from .errors import SftuneError
 from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
-from .predictors_base import BundlePredictor
+from .predictors_base import BundlePredictor, CliInputs
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -28,6 +28,10 @@ class Prediction:
     score: float  # softmax probability of ``label``
     top_k: list[tuple[str, float]] = field(default_factory=list)
     skipped: str | None = None  # why this file got no prediction (not an image, unreadable, ...)
+
+    def json_records(self) -> list[dict[str, Any]]:
+        """What ``sftune predict --json`` prints for this input."""
+        return [self.to_dict()]
 
     def to_dict(self) -> dict[str, Any]:
         if self.skipped:
@@ -117,16 +121,14 @@ class FineTunedModel(BundlePredictor):
                 index += 1
         return [by_path[str(f)] for f in files]
 
-    def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
-                top_k: int, batch_size: int, out_dir: str | None) -> list[Prediction]:
-        """``sftune predict``: image files and folders; the text-only flags are refused in one line."""
-        if texts or pairs or text_file:
-            raise SftuneError(f"'{self.path}' classifies images: pass image files or folders, not --text/--pair/--file")
-        if out_dir:
-            raise SftuneError(f"'{self.path}' classifies images: --out-dir is for segmentation bundles; use --json to keep the predictions")
-        if not paths:
+    def run_cli(self, given: CliInputs) -> list[Prediction]:
+        """``sftune predict``: image files and folders; other bundles' flags are refused in one line."""
+        given.refuse(self.path, "classifies images (pass image files or folders)", **{
+            "--text": given.texts, "--pair": given.pairs, "--file": given.text_file, "--column": given.column,
+            "--out-dir": given.out_dir, "--draw": given.draw, "--min-score": given.min_score})
+        if not given.paths:
             raise SftuneError("nothing to classify: pass image files or folders after the bundle")
-        return self.predict(list(paths), top_k=top_k, batch_size=batch_size)
+        return self.predict(list(given.paths), top_k=given.top_k, batch_size=given.batch_size)
 
     def outputs(self, data: str | Path | list[Sample], batch_size: int = 64, num_workers: int = 0,
                 strict: bool = False, features: bool = False) -> Outputs:

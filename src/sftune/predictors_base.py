@@ -9,6 +9,7 @@ and what its task saved beside them); subclasses add ``predict(inputs)``, ``outp
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +18,30 @@ import torch
 from . import bundle as B
 from .config import RunConfig, load_yaml, validate
 from .precision import inference_bf16
+
+
+@dataclass
+class CliInputs:
+    """What ``sftune predict`` was given; each predictor takes its own and refuses the rest."""
+
+    paths: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    pairs: list[str] = field(default_factory=list)
+    text_file: str | None = None
+    column: Any = None
+    top_k: int = 1
+    batch_size: int = 64
+    out_dir: str | None = None  # segmentation: masks and overlays
+    draw: str | None = None  # detection: images with boxes drawn
+    min_score: float | None = None  # detection: lowest box score kept
+
+    def refuse(self, bundle: Path, what: str, **flags: Any) -> None:
+        """One line naming the first given flag among ``flags`` (flag -> value) that ``bundle`` does not take."""
+        from .errors import SftuneError
+
+        for flag, value in flags.items():
+            if value not in (None, [], (), False):
+                raise SftuneError(f"'{bundle}' {what}: {flag} is not for this bundle")
 
 
 class BundlePredictor:
@@ -47,8 +72,7 @@ class BundlePredictor:
         result["skipped"] = len(getattr(out, "skipped", []))
         return result
 
-    def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
-                top_k: int, batch_size: int, out_dir: str | None) -> list[Any]:
+    def run_cli(self, given: CliInputs) -> list[Any]:
         """``sftune predict``: read this predictor's kind of input from the command line and predict;
         flags meant for other kinds of bundle are refused in one line."""
         raise NotImplementedError

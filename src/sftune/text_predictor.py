@@ -19,7 +19,7 @@ from .data.texts import TextSample, read_labeled_texts
 from .errors import SftuneError
 from .eval.outputs import Outputs, describe_item, gather
 from .heads import ClassifierHead
-from .predictors_base import BundlePredictor
+from .predictors_base import BundlePredictor, CliInputs
 
 
 @dataclass
@@ -29,6 +29,10 @@ class TextPrediction:
     score: float  # probability of ``label`` (multi-label: of the most likely class)
     top_k: list[tuple[str, float]] = field(default_factory=list)
     text_pair: str | None = None  # sentence-pair models: the second text
+
+    def json_records(self) -> list[dict[str, Any]]:
+        """What ``sftune predict --json`` prints for this input."""
+        return [self.to_dict()]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text}
@@ -89,29 +93,31 @@ class FineTunedTextModel(BundlePredictor):
         """True for a model trained on sentence pairs: predict() wants (text, text_pair) tuples."""
         return self.config.data.text_pair_column is not None
 
-    def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
-                top_k: int, batch_size: int, out_dir: str | None) -> list["TextPrediction"]:
-        """``sftune predict``: --text (with --pair for sentence pairs) and --file; paths are refused in one line."""
-        if paths:
+    def run_cli(self, given: CliInputs) -> list["TextPrediction"]:
+        """``sftune predict``: --text (with --pair for sentence pairs) and --file; other bundles' inputs
+        and flags are refused in one line."""
+        if given.paths:
             raise SftuneError(f"'{self.path}' classifies texts: pass them with --text \"...\" or --file FILE, not as paths")
-        if out_dir:
-            raise SftuneError(f"'{self.path}' classifies texts: --out-dir is for segmentation bundles; use --json to keep the predictions")
+        given.refuse(self.path, "classifies texts", **{"--out-dir": given.out_dir, "--draw": given.draw,
+                                                       "--min-score": given.min_score})
+        texts, pairs = given.texts, given.pairs
         if pairs and len(pairs) != len(texts):
             raise SftuneError(f"--pair given {len(pairs)} times for {len(texts)} --text; give one --pair per --text")
         inputs: list[Any] = list(zip(texts, pairs)) if pairs else list(texts)
-        if text_file and self.takes_pairs:
+        if given.text_file and self.takes_pairs:
             from .data.texts import read_text_pairs_for_prediction
 
             c = self.config.data
-            inputs += read_text_pairs_for_prediction(text_file, column if column is not None else c.text_column,
+            inputs += read_text_pairs_for_prediction(given.text_file,
+                                                     given.column if given.column is not None else c.text_column,
                                                      c.text_pair_column)
-        elif text_file:
+        elif given.text_file:
             from .data.texts import read_texts_for_prediction
 
-            inputs += read_texts_for_prediction(text_file, column)
+            inputs += read_texts_for_prediction(given.text_file, given.column)
         if not inputs:
             raise SftuneError("nothing to classify: pass --text \"...\" (repeatable) or --file FILE")
-        return self.predict(inputs, top_k=top_k, batch_size=batch_size)
+        return self.predict(inputs, top_k=given.top_k, batch_size=given.batch_size)
 
     def predict(self, texts: list[str] | list[tuple[str, str]] | str, top_k: int = 1,
                 batch_size: int = 64) -> list[TextPrediction]:

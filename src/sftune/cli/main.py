@@ -353,10 +353,15 @@ def _data_name(data: str) -> str:
               help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
 @click.option("--out-dir", type=click.Path(file_okay=False),
               help="Segmentation bundles: write a palette index PNG mask and an overlay per image here.")
+@click.option("--draw", type=click.Path(file_okay=False),
+              help="Detection bundles: write each image with its predicted boxes drawn here.")
+@click.option("--min-score", type=click.FloatRange(0, 1),
+              help="Detection bundles: keep boxes scoring at least this [the bundle's task.min_score].")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON list: classification {path or text, label, score, top_k}; segmentation {path, size, class_fractions, mask}.")
 def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: tuple[str, ...], text_file: str | None,
-            column: Any, top_k: int, batch_size: int, out_dir: str | None, precision: str, as_json: bool) -> None:
+            column: Any, top_k: int, batch_size: int, out_dir: str | None, draw: str | None, min_score: float | None,
+            precision: str, as_json: bool) -> None:
     """Predict with a bundle: classify images (files, or folders searched for images) or
     texts; segment images into per-pixel class masks.
 
@@ -375,8 +380,11 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
     from ..predictor import load
 
     model = load(bundle, precision=precision)
-    # The bundle's predictor reads its own kind of input and refuses the others' flags in one line.
-    predictions = model.run_cli(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir)
+    from ..predictors_base import CliInputs
+
+    given = CliInputs(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir, draw,
+                      min_score)
+    predictions = model.run_cli(given)  # the bundle's predictor reads its own inputs, refuses the rest
     skipped = [p for p in predictions if getattr(p, "skipped", None)]
     if skipped and len(skipped) == len(predictions):
         raise SftuneError(f"nothing could be predicted: all {len(skipped)} input(s) were skipped, e.g. "
@@ -384,7 +392,7 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
     if skipped:  # every good input is predicted; the others are listed (in --json too) with the reason
         output.info_err(f"warning: {len(skipped)} of {len(predictions)} input(s) skipped (listed with the reason)")
     if as_json:
-        click.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
+        click.echo(json.dumps([r for p in predictions for r in p.json_records()], indent=2))
     else:
         output.predictions_table(predictions)
 

@@ -149,6 +149,8 @@ _REPORT_ROWS = {"acc": "accuracy", "balanced_acc": "balanced accuracy", "top3_ac
                 "recall": "recall (macro)", "roc_auc": "ROC-AUC (OvR macro)", "pr_auc": "PR-AUC (OvR macro)",
                 "ece": "calibration error (ECE)", "log_loss": "log loss",
                 "miou": "mIoU", "pixel_acc": "pixel accuracy", "mean_dice": "mean Dice", "fw_iou": "frequency-weighted IoU",
+                "map": "mAP@[.5:.95]", "map_50": "mAP@.5", "map_75": "mAP@.75", "map_small": "mAP small",
+                "map_medium": "mAP medium", "map_large": "mAP large", "mar_100": "AR@100", "n_boxes": "true boxes",
                 "n": "examples", "skipped": "skipped files"}
 
 
@@ -166,12 +168,12 @@ def report_summary(report: dict[str, Any], html_path: Any = None, per_class_rows
             table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value), _interval(report, key))
     console.print(table)
     pc = report.get("per_class")
-    score = next((k for k in ("f1", "iou") if pc and k in pc), None)  # the per-class score the report has
+    score = next((k for k in ("f1", "iou", "ap") if pc and k in pc), None)  # the per-class score the report has
     if pc and score and len(pc["class"]) > 2:
-        cols = [c for c in ("support", "pixels", "precision", "recall", score) if c in pc]
+        cols = [c for c in ("support", "pixels", "true_boxes", "precision", "recall", "ap50", score) if c in pc]
         values = [(-1.0 if v is None else v) for v in pc[score]]  # absent classes (None) listed first
         order = sorted(range(len(pc["class"])), key=lambda i: values[i])[:per_class_rows]
-        name = {"f1": "F1", "iou": "IoU"}[score]
+        name = {"f1": "F1", "iou": "IoU", "ap": "AP"}[score]
         shown = Table(title=f"weakest classes (by {name})" if len(pc["class"]) > per_class_rows else "per class")
         for col in ("class", *cols):
             shown.add_column(name if col == score else col, justify="left" if col == "class" else "right")

@@ -6,6 +6,6 @@ detection come from the registry, never from a list elsewhere.
 
 from .base import TASKS, Task, TaskModule, TaskOptions, create_task, detect_task
 from .classification import Classifier
-from . import segmentation  # noqa: F401  (registers semantic_segmentation)
+from . import detection, segmentation  # noqa: F401  (register object_detection, semantic_segmentation)
 
 __all__ = ["TASKS", "Classifier", "Task", "TaskModule", "TaskOptions", "create_task", "detect_task"]

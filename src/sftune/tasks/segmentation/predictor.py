@@ -19,7 +19,7 @@ import torch
 
 from ... import bundle as B
 from ...errors import SftuneError
-from ...predictors_base import BundlePredictor
+from ...predictors_base import BundlePredictor, CliInputs
 from .data import MaskReader, MaskSample, find_labeled_masks, find_unlabeled_samples
 from .metrics import ConfusionStream
 from .model import rebuild_segmentation_model
@@ -37,6 +37,10 @@ class SegmentationPrediction:
     mask_file: str | None = None  # the index PNG written with --out-dir
     overlay_file: str | None = None
     skipped: str | None = None  # why this file got no prediction (unreadable, ...)
+
+    def json_records(self) -> list[dict[str, Any]]:
+        """What ``sftune predict --json`` prints for this input."""
+        return [self.to_dict()]
 
     def to_dict(self) -> dict[str, Any]:
         if self.skipped:
@@ -157,14 +161,14 @@ class FineTunedSegmenter(BundlePredictor):
         order = {str(s.image): i for i, s in enumerate(samples)}
         return sorted(out, key=lambda p: order.get(p.path, 0))
 
-    def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
-                top_k: int, batch_size: int, out_dir: str | None) -> list[SegmentationPrediction]:
+    def run_cli(self, given: CliInputs) -> list[SegmentationPrediction]:
         """``sftune predict``: image files and folders, optionally --out-dir for masks and overlays."""
-        if texts or pairs or text_file:
-            raise SftuneError(f"'{self.path}' segments images: pass image files or folders, not --text/--pair/--file")
-        if not paths:
+        given.refuse(self.path, "segments images (pass image files or folders)", **{
+            "--text": given.texts, "--pair": given.pairs, "--file": given.text_file, "--column": given.column,
+            "--draw": given.draw, "--min-score": given.min_score})
+        if not given.paths:
             raise SftuneError("nothing to segment: pass image files or folders after the bundle")
-        return self.predict(list(paths), batch_size=min(batch_size, 8), out_dir=out_dir)
+        return self.predict(list(given.paths), batch_size=min(given.batch_size, 8), out_dir=given.out_dir)
 
     # ------------------------------------------------------------------ evaluation
 
