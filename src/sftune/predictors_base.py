@@ -4,7 +4,10 @@ inference has in common, whatever the task or modality.
 A predictor is built from a bundle folder alone (config.yaml, labels.json, model.safetensors,
 and what its task saved beside them); subclasses add ``predict(inputs)``, ``outputs(data)``
 (per-example results on labeled data, the material of metrics, reports and drift) and
-``run_cli(...)`` (how ``sftune predict`` hands it the command line's inputs).
+``run_cli(...)`` (how ``sftune predict`` hands it the command line's inputs). The predictions
+it returns have ``to_dict()``, ``json_records()`` (what ``--json`` prints: one or more records
+per input) and either ``table_columns``/``table_row()`` or ``path``/``label``/``score``/``top_k``
+(the terminal table).
 """
 
 from __future__ import annotations

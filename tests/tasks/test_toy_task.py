@@ -171,6 +171,9 @@ class BrightnessPrediction:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "brightness": self.brightness}
 
+    def json_records(self) -> list[dict[str, Any]]:  # `sftune predict --json`
+        return [self.to_dict()]
+
     table_columns = ("image", "brightness")  # `sftune predict`'s table
 
     def table_row(self) -> tuple[str, str]:
@@ -220,11 +223,10 @@ class BrightnessPredictor:
         predicted, _ = self._run(files)
         return [BrightnessPrediction(str(f), float(v)) for f, v in zip(files, predicted)]
 
-    def run_cli(self, paths: list[str], texts: list[str], pairs: list[str], text_file: str | None, column: Any,
-                top_k: int, batch_size: int, out_dir: str | None) -> list[BrightnessPrediction]:
-        if texts or pairs or text_file or out_dir:
-            raise SftuneError(f"'{self.path}' reads images: pass image files")
-        return self.predict(list(paths))
+    def run_cli(self, given: Any) -> list[BrightnessPrediction]:
+        given.refuse(self.path, "reads images (pass image files)", **{"--text": given.texts, "--file": given.text_file,
+                                                                     "--out-dir": given.out_dir})
+        return self.predict(list(given.paths))
 
     def outputs(self, data: str | Path | list[Path], **_: Any) -> BrightnessOutputs:
         files = data if isinstance(data, list) else find_images(data)
