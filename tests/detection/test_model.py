@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from sftune.errors import SftuneError
 from sftune.tasks.detection.anchors import anchors_from_boxes, default_anchors, input_scale
@@ -26,7 +26,7 @@ from sftune.tasks.detection.model import (
 
 TINY = "timm:test_efficientnet"  # timm's 0.6 M-parameter test net, strides 8/16/32 at blocks 2/3/4
 SMALL = {"pretrained": False, "min_size": 64, "max_size": 96, "out_channels": 32}  # cheap on CPU
-BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "BCCD" / "BCCD"
+BCCD = SHARED_DATA / "BCCD" / "BCCD"
 LOSSES = {"faster_rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"},
           "retinanet": {"classification", "bbox_regression"},
           "fcos": {"classification", "bbox_regression", "bbox_ctrness"}}
@@ -41,7 +41,8 @@ def lite0_installed() -> bool:
 
 
 def target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64)}
 
 
 @pytest.mark.parametrize("detector", sorted(DETECTORS))
@@ -116,6 +117,10 @@ def test_bad_targets_and_inputs_are_one_line_errors():
         net(image)
     with pytest.raises(SftuneError, match="uint8.*255"):
         net.eval()([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+    with pytest.raises(SftuneError, match="pixel values up to 255.*divide 0-255 images by 255"):
+        net([torch.full((3, 8, 8), 255.0)])
+    with pytest.raises(SftuneError, match="expected a \\(3, H, W\\) image tensor, got \\(1, 3, 8, 8\\)"):
+        net([torch.zeros(1, 3, 8, 8)])
 
 
 def test_layer_groups_partition_the_encoder_input_first():
@@ -131,6 +136,7 @@ def test_layer_groups_partition_the_encoder_input_first():
 def test_head_and_encoder_parameters_partition_the_model():
     for detector in sorted(DETECTORS):
         net = build_detector(detector, TINY, num_classes=2, **SMALL)
+        assert isinstance(net, DetectionNet) and isinstance(net.backbone, FeaturePyramidBackbone)
         head = {id(p) for p in net.head_parameters()}
         encoder = {id(p) for p in net.encoder.parameters()}
         assert not head & encoder and head | encoder == {id(p) for p in net.parameters()}
@@ -151,6 +157,7 @@ def test_frozen_bn_statistics_and_frozen_encoder():
     images, targets = [torch.rand(3, 64, 64)], [target([[8, 8, 40, 40]], [1])]
     sum(net(images, targets).values()).backward()
     assert net.training and net.encoder.training and not bn.training
+    assert net.pooled(images).shape == (1, net.encoder.num_features)  # drift features: no effect on BN either
     assert torch.equal(bn.running_mean, before) and bn.weight.grad is not None
     net.zero_grad()
     for p in net.encoder.parameters():
@@ -214,7 +221,8 @@ def test_offline_lite0_weights_reach_the_encoder():
     assert config["anchor_sizes"] == [[32], [64], [128], [256]] and config["aspect_ratios"] == [0.5, 1.0, 2.0]
     weights = net.encoder.weights()  # full timm names: loads back into the ImageNet model
     result = imagenet.load_state_dict(weights, strict=False)
-    assert not result.unexpected_keys and all(k.startswith(("conv_head", "bn2", "classifier")) for k in result.missing_keys)
+    assert not result.unexpected_keys
+    assert all(k.startswith(("conv_head", "bn2", "classifier")) for k in result.missing_keys)
     with torch.no_grad():
         assert len(net.eval()([torch.rand(3, 48, 64)])) == 1
 
@@ -222,14 +230,17 @@ def test_offline_lite0_weights_reach_the_encoder():
 def test_bad_names_and_settings_are_one_line_errors():
     cases = [(lambda: build_detector("faster_rcnn", "efficientnet_lit0", 2, pretrained=False),
               "did you mean 'efficientnet_lite0'.*offline zoo"),
-             (lambda: build_detector("fasterrcnn", TINY, 2, pretrained=False), "did you mean 'faster_rcnn'.*retinanet, fcos"),
-             (lambda: build_detector("fcos", "timm:test_vit", 2, pretrained=False), "strides 16/16/16.*needs strides 8, 16"),
+             (lambda: build_detector("fasterrcnn", TINY, 2, pretrained=False),
+              "did you mean 'faster_rcnn'.*retinanet, fcos"),
+             (lambda: build_detector("fcos", "timm:test_vit", 2, pretrained=False),
+              "strides 16/16/16.*needs strides 8, 16"),
              (lambda: build_detector("fcos", TINY, 2, anchor_sizes=((8,),) * 4, **SMALL), "anchor-free"),
-             (lambda: build_detector("faster_rcnn", TINY, 2, anchor_sizes=((8,), (16,)), **SMALL), "one tuple of sizes per"),
+             (lambda: build_detector("faster_rcnn", TINY, 2, anchor_sizes=((8,), (16,)), **SMALL),
+              "one tuple of sizes per"),
              (lambda: build_detector("retinanet", TINY, 2, options={"nms_thres": 0.5}, **SMALL),
               "unknown option 'nms_thres' \\(did you mean 'nms_thresh'.*RetinaNet"),  # torchvision would ignore it
              (lambda: build_detector("retinanet", TINY, 2, options={"min_size": 5}, **SMALL), "build_detector's own"),
-             (lambda: build_detector("faster_rcnn", TINY, 2, options={"box_head": torch.nn.Identity()}, **SMALL),
+             (lambda: build_detector("faster_rcnn", TINY, 2, options={"rpn_nms_thresh": torch.tensor(0.5)}, **SMALL),
               "plain value"),
              (lambda: build_detector("retinanet", TINY, 0, **SMALL), "at least one object class"),
              (lambda: rebuild_detector({"detector": "fcos", "num_classes": 2}), "lacks 'arch'")]

@@ -35,11 +35,13 @@ from sftune.strategies import STRATEGIES, create_strategy
 from sftune.tasks import TASKS, TaskOptions, create_task
 
 from conftest import TINY
+from detection.conftest import write_detection
 from segmentation.conftest import draw_labels, save_image, write_seg_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SEG = "semantic_segmentation"
+DET = "object_detection"
 CLS = "image_classification"
 SEG_SIZE = (45, 37)  # (width, height) of the generated segmentation images
 EPOCHS = 2
@@ -58,9 +60,11 @@ SEG_RUN = {
     "train__epochs": EPOCHS, "trainer__progress_bar": False, "trainer__accelerator": "cpu", "report__bootstrap": 20,
     "task__crop_size": 32, "task__worst_images": 2,
 }
+DET_RUN = {**{k: v for k, v in SEG_RUN.items() if not k.startswith("task__")},
+           "task__min_size": 64, "task__max_size": 96, "task__worst_images": 2}
 CLS_RUN = {k.replace(".", "__"): v for k, v in TINY.items()} | {"train__epochs": EPOCHS, "report__bootstrap": 20,
                                                                   "report__mistakes": 4}
-RUNS = {SEG: SEG_RUN, CLS: CLS_RUN}
+RUNS = {SEG: SEG_RUN, DET: DET_RUN, CLS: CLS_RUN}
 
 
 def invoke(*args: Any):
@@ -96,6 +100,12 @@ def seg_images(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
+def det_data(tmp_path_factory) -> Path:
+    """Pascal VOC layout with ImageSets splits: 8 train (1 without boxes) + 3 val images, 64x48, 3 classes."""
+    return write_detection(tmp_path_factory.mktemp("contract") / "voc", "voc", n=11, n_val=3, negatives=1)
+
+
+@pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """train(task, strategy, data) -> RunResult, each combination trained once per module."""
     runs: dict[tuple[str, str], Any] = {}
@@ -123,6 +133,23 @@ def check_segmentation_predictions(model: Any, images: list[Path], classes: int)
         assert int(p.mask.max()) < classes
         assert p.to_dict()["size"] == [h, w]
         assert sum(p.class_fractions.values()) == pytest.approx(1.0, abs=1e-4)  # shares rounded to 6 places
+
+
+def check_detection_predictions(model: Any, images: list[Path], classes: int) -> None:
+    from PIL import Image
+
+    predictions = model.predict(images, min_score=0.0)
+    assert [p.path for p in predictions] == [str(p) for p in images]
+    for p, image in zip(predictions, images):
+        with Image.open(image) as im:
+            w, h = im.size
+        assert p.boxes.dtype == np.float32 and p.boxes.shape == (len(p.labels), 4) == (len(p.scores), 4)
+        if len(p.boxes):  # inside the image, xyxy, scores highest first, known classes
+            assert (p.boxes[:, 0] >= 0).all() and (p.boxes[:, 2] <= w).all() and (p.boxes[:, 3] <= h).all()
+            assert (p.boxes[:, 2] >= p.boxes[:, 0]).all() and (np.diff(p.scores) <= 1e-6).all()
+            assert set(p.labels) <= set(model.classes)
+        assert p.json_records() and all(r["image"] == str(image) for r in p.json_records())
+    assert len(model.classes) == classes
 
 
 def check_classification_predictions(model: Any, images: list[Path], classes: int) -> None:
@@ -173,8 +200,10 @@ def test_every_strategy_has_a_segmentation_case():
     assert not set(SEG_TRAINS) & set(SEG_REFUSED)
 
 
-# The harness's cases: segmentation under every strategy it takes, classification once.
+# The harness's cases: segmentation and detection under every strategy they take, classification once
+# (every strategy x classification: tests/test_strategies*.py). Detection refuses what segmentation refuses.
 CASES = [pytest.param(SEG, s, id=f"{SEG}-{s}") for s in SEG_TRAINS] + [
+    pytest.param(DET, s, id=f"{DET}-{s}") for s in SEG_TRAINS] + [
     pytest.param(CLS, "freeze_unfreeze", id=f"{CLS}-freeze_unfreeze")]
 
 
@@ -183,6 +212,9 @@ def case_inputs(task: str, request) -> tuple[Path, list[Path], Callable, int]:
     if task == SEG:
         return (request.getfixturevalue("seg_data"), request.getfixturevalue("seg_images"),
                 check_segmentation_predictions, 3)
+    if task == DET:
+        data = request.getfixturevalue("det_data")
+        return data, sorted((data / "JPEGImages").iterdir())[:3], check_detection_predictions, 3
     data = request.getfixturevalue("digits_split_dir")
     return data, sorted((data / "val" / "1").iterdir())[:3], check_classification_predictions, 3
 
@@ -193,6 +225,8 @@ def test_task_trains_to_a_bundle_that_loads_predicts_and_evaluates(task, strateg
     metrics = check_run(trained(task, strategy, data), task, strategy, data, images, check_predictions, classes)
     if task == SEG:
         assert metrics["n"] == 2 and set(metrics["per_class_iou"]) == {"class_0", "class_1", "class_2"}
+    elif task == DET:
+        assert metrics["n"] == 3 and len(metrics["per_class_ap"]) == 3 and metrics["n_boxes"] > 0
     else:
         assert metrics["n"] == 30
 
@@ -224,6 +258,20 @@ def test_segmentation_config_yaml_holds_the_resolved_class_names(trained, seg_da
     saved = yaml.safe_load((run.path / B.CONFIG).read_text())["task"]
     assert saved["classes"] == json.loads((run.path / B.LABELS).read_text())["classes"] == ["class_0", "class_1",
                                                                                               "class_2"]
+
+
+@pytest.mark.parametrize("strategy", SEG_REFUSED)
+def test_detection_refuses_probe_strategies_in_one_line(strategy, det_data, tmp_path):
+    with pytest.raises(SftuneError) as e:
+        sftune.finetune(data=det_data, out=tmp_path / "out", strategy=strategy, task__name=DET, **DET_RUN)
+    assert "\n" not in str(e.value) and strategy in str(e.value) and DET in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_auto_detects_a_voc_folder(det_data):
+    from sftune.config import build_config, resolve_task
+
+    assert resolve_task(build_config(overrides={"data.path": str(det_data)})).task.name == DET
 
 
 @pytest.mark.parametrize("strategy", SEG_REFUSED)

@@ -32,6 +32,10 @@ IoU; VOC uses the ordinary IoU), so a small detection inside a large difficult b
 too; (2) a detection overlapping both takes an ordinary box first (VOC takes whichever overlaps
 more, and ignores the detection when that one is difficult). VOC's own AP is also read
 differently (11 points in VOC 2007, the whole curve from 2010): only COCO's 101 points here.
+As in COCOeval, a box with one inverted side (x2 < x1 or y2 < y1) has a negative area, outside
+the area range: such a true box is left out like an ignored one (:func:`unscored`) and such a
+detection, unmatched, is neither right nor wrong (readers drop degenerate boxes, so this only
+shows with hand-made inputs; it is mirrored so that the numbers stay pycocotools').
 
 **Why the thresholds are passed explicitly**: torchmetrics 1.9 builds its defaults with
 ``torch.linspace`` in float32, so its IoU thresholds are 0.550000011920929... and its recall

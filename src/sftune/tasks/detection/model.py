@@ -212,7 +212,8 @@ class DetectionNet(nn.Module):
     @torch.no_grad()
     def pooled(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Images as for forward -> (B, num_features): the deepest encoder map averaged, after
-        the detector's own normalization and resize (drift statistics, replay)."""
+        the detector's own normalization and resize (drift statistics, replay); call it in eval
+        mode, where BN layers that train do not update their statistics."""
         batch, _ = self.detector.transform(list(images))
         return self.encoder.pooled(batch.tensors)
 
@@ -231,6 +232,11 @@ class DetectionNet(nn.Module):
             if not img.is_floating_point():
                 raise SftuneError(f"detector input {i}: expected float pixels in [0, 1], got {img.dtype} "
                                   f"(divide uint8 images by 255)")
+        if images:  # 0-255 floats would be normalized into nonsense without a word: one device sync per batch
+            peak = float(torch.stack([img.detach().amax() for img in images]).max())
+            if peak > 2.0:
+                raise SftuneError(f"detector inputs: pixel values up to {peak:g}; expected [0, 1] floats, not yet "
+                                  f"normalized (divide 0-255 images by 255)")
 
     def _model_targets(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
                        ) -> list[dict[str, torch.Tensor]]:
@@ -260,8 +266,8 @@ class DetectionNet(nn.Module):
             i, kind = next((i, k) for i, b in enumerate(bad) for k in range(3) if bool(b[k]))
             t = targets[i]
             if kind == 0:
-                raise SftuneError(f"detector target {i}: labels {t['labels'].tolist()} outside 0..{self.num_classes - 1} "
-                                  f"(0-based class indices of {self.num_classes} classes)")
+                raise SftuneError(f"detector target {i}: labels {t['labels'].tolist()} outside "
+                                  f"0..{self.num_classes - 1} (0-based class indices of {self.num_classes} classes)")
             if kind == 1:
                 raise SftuneError(f"detector target {i}: a box coordinate is not finite")
             b = t["boxes"].reshape(-1, 4)
@@ -336,7 +342,8 @@ def rebuild_detector(config: dict[str, Any]) -> DetectionNet:
     except KeyError as e:
         raise SftuneError(f"detection model config lacks {e}; it needs detector, arch and num_classes") from None
     _check_timm_name(timm_arch)
-    enc = _build_encoder(timm_arch, config.get("encoder", f"timm:{timm_arch}"), bool(config.get("freeze_bn_stats", True)))
+    source = config.get("encoder", f"timm:{timm_arch}")
+    enc = _build_encoder(timm_arch, source, bool(config.get("freeze_bn_stats", True)))
     anchored = detector != "fcos"  # fcos reports its stride-sized points but takes no anchors
     return _assemble(detector, enc, num_classes, config.get("anchor_sizes") if anchored else None,
                      config.get("aspect_ratios") if anchored else None,
@@ -407,6 +414,42 @@ def _anchor_settings(detector: str, levels: int, anchor_sizes: Any, aspect_ratio
     return sizes, [float(r) for r in ratios]
 
 
+_TORCHVISION_CLASS = {"faster_rcnn": "FasterRCNN", "retinanet": "RetinaNet", "fcos": "FCOS"}
+# Set by build_detector itself (its own arguments), so not accepted again in options.
+_OWN_ARGUMENTS = {"backbone", "num_classes", "min_size", "max_size", "image_mean", "image_std", "anchor_generator",
+                  "rpn_anchor_generator", "box_roi_pool", "score_thresh", "box_score_thresh", "detections_per_img",
+                  "box_detections_per_img"}
+
+
+def _check_options(detector: str, options: dict[str, Any]) -> None:
+    """torchvision's detectors pass unknown keywords on to their transform, which ignores them
+    silently: check every key against the signatures, and keep the values plain (a bundle's YAML)."""
+    import inspect
+
+    import torchvision.models.detection as tvd
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    def named(fn: Any) -> set[str]:
+        return {n for n, p in inspect.signature(fn).parameters.items()
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
+
+    cls_name = _TORCHVISION_CLASS[detector]
+    modules = {"head", "rpn_head", "box_head", "box_predictor"}  # nn.Module arguments: not configurable here
+    known = named(getattr(tvd, cls_name).__init__) | named(GeneralizedRCNNTransform.__init__)
+    known -= _OWN_ARGUMENTS | modules
+    for key, value in options.items():
+        if key not in known:
+            from ...errors import did_you_mean
+
+            own = key in _OWN_ARGUMENTS
+            hint = " (set by build_detector's own arguments)" if own else did_you_mean(key, sorted(known))
+            raise SftuneError(f"{detector}: unknown option '{key}'{hint}; options are keyword arguments of "
+                              f"torchvision's {cls_name}: {', '.join(sorted(known))}")
+        if not isinstance(value, (bool, int, float, str, list, tuple, type(None))):
+            raise SftuneError(f"{detector}: option '{key}' must be a plain value (number, string, list), "
+                              f"got {type(value).__name__}")
+
+
 def _assemble(detector: str, enc: DetectionEncoder, num_classes: int, anchor_sizes: Any, aspect_ratios: Any,
               min_size: int, max_size: int, out_channels: int, score_thresh: float | None, detections_per_img: int,
               options: dict[str, Any] | None) -> DetectionNet:
@@ -420,7 +463,8 @@ def _assemble(detector: str, enc: DetectionEncoder, num_classes: int, anchor_siz
     if detector == "fcos" and out_channels % 32:
         raise SftuneError(f"fcos: out_channels must be a multiple of 32 (its head's GroupNorm), got {out_channels}")
     if min_size < 32 or max_size < min_size:
-        raise SftuneError(f"detector resize: need 32 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
+        raise SftuneError(f"detector resize: need 32 <= min_size <= max_size, got min_size={min_size}, "
+                          f"max_size={max_size}")
     backbone = FeaturePyramidBackbone(enc, out_channels, own_encoder=False)
     levels = len(backbone.strides)
     sizes, ratios = _anchor_settings(detector, levels, anchor_sizes, aspect_ratios)
@@ -429,6 +473,7 @@ def _assemble(detector: str, enc: DetectionEncoder, num_classes: int, anchor_siz
     common = {"min_size": int(min_size), "max_size": int(max_size), "image_mean": [float(v) for v in cfg["mean"]],
               "image_std": [float(v) for v in cfg["std"]]}
     options = dict(options or {})
+    _check_options(detector, options)
     try:
         if detector == "faster_rcnn":
             thresholds = {"box_detections_per_img": int(detections_per_img)}
@@ -444,9 +489,9 @@ def _assemble(detector: str, enc: DetectionEncoder, num_classes: int, anchor_siz
                 thresholds["score_thresh"] = float(score_thresh)
             cls = RetinaNet if detector == "retinanet" else FCOS
             model = cls(backbone, num_classes=num_classes, anchor_generator=anchors, **common, **thresholds, **options)
-    except TypeError as e:  # an unknown keyword in options
-        raise SftuneError(f"{detector}: bad option ({e}); options are keyword arguments of torchvision's "
-                          f"{ {'faster_rcnn': 'FasterRCNN', 'retinanet': 'RetinaNet', 'fcos': 'FCOS'}[detector] }") from None
+    except (TypeError, ValueError) as e:  # a value torchvision refuses
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise SftuneError(f"{detector}: torchvision refused the settings ({first})") from None
     settings = {"anchor_sizes": sizes, "aspect_ratios": ratios, "min_size": int(min_size), "max_size": int(max_size),
                 "out_channels": int(out_channels), "score_thresh": score_thresh,
                 "detections_per_img": int(detections_per_img), "freeze_bn_stats": enc.freeze_bn_stats,
