@@ -29,7 +29,7 @@ class DataConfig(_Section):
     crop_scale: tuple[float, float] = Field((0.08, 1.0), description="RandomResizedCrop area range for training")
     color_jitter: float = Field(0.4, ge=0, description="colour jitter strength for training (0 = off)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: min(4, CPU cores))")
-    strict: bool = Field(False, description="fail on unreadable images, train/val duplicates and label mix-ups instead of skipping/warning")
+    strict: bool = Field(False, description="fail on unreadable or unused files, train/val duplicates (images, texts, masks, boxes), label spelling variants and annotation faults instead of skipping/warning")
     allow_outside_root: bool = Field(False, description="CSV manifests: allow paths that lead outside the manifest's folder (../, absolute, symlinks)")
     decode_cache: bool = Field(True, description="training on images for several epochs: decode and resize each image once (memory-mapped)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once (cached on disk), train the head on them")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,12 @@ class FineTunedModel(BundlePredictor):
         """Classify image files (folders are searched for images), one prediction per file in
         input order. A file that is not a readable image never costs the others: its
         prediction has ``label`` None and ``skipped`` set to the reason (``strict``: an error)."""
-        files = find_unlabeled_images([paths] if isinstance(paths, (str, Path)) else list(paths))
+        unused: list[tuple[str, str]] = []  # files in the folders that are not images, looping links, ...
+        files = find_unlabeled_images([paths] if isinstance(paths, (str, Path)) else list(paths), unused)
+        if strict and unused:
+            raise SftuneError(f"{unused[0][0]}: {unused[0][1]}; remove it, or drop --strict to skip it")
         good, skipped, digests = check_images([Sample(f, "") for f in files], strict=strict)
+        skipped = unused + skipped
         k = max(1, min(top_k, len(self.classes)))
         by_path: dict[str, Prediction] = {path: Prediction(path, None, 0.0, skipped=reason) for path, reason in skipped}
         index = 0
@@ -119,7 +124,7 @@ class FineTunedModel(BundlePredictor):
                 path = str(good[index].path)
                 by_path[path] = Prediction(path, ranked[0][0], ranked[0][1], ranked)
                 index += 1
-        return [by_path[str(f)] for f in files]
+        return [by_path[str(f)] for f in files] + [by_path[path] for path, _ in unused]
 
     def run_cli(self, given: CliInputs) -> list[Prediction]:
         """``sftune predict``: image files and folders; other bundles' flags are refused in one line."""
@@ -139,6 +144,11 @@ class FineTunedModel(BundlePredictor):
         digests: dict[Path, str] | None = None
         if not isinstance(data, list):
             samples, skipped, digests = check_images(samples, strict)
+        # Labels spelled as a class of the model (Positive/positive, 1.0/1, NFD/NFC) are that class.
+        from .data.labels import align_to_classes
+
+        aligned = align_to_classes([s.label for s in samples], self.classes)
+        samples = [dataclasses.replace(s, label=aligned[s.label]) if s.label in aligned else s for s in samples]
         unknown = sorted({s.label for s in samples} - set(self.classes))
         if unknown:
             raise SftuneError(

@@ -12,6 +12,7 @@ per input) and either ``table_columns``/``table_row()`` or ``path``/``label``/``
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,7 +60,8 @@ class BundlePredictor:
         self.path = B.check_bundle(path)
         self.config: RunConfig = validate(load_yaml(self.path / B.CONFIG), source=str(self.path / B.CONFIG))
         self.labels: dict[str, Any] = B.read_json(self.path / B.LABELS)
-        self.classes: list[str] = self.labels["classes"]
+        # NFC, as every class name is read now (data/labels.py): bundles written before keep working.
+        self.classes: list[str] = [unicodedata.normalize("NFC", c) for c in self.labels["classes"]]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.bf16 = inference_bf16(self.device, precision, convolutional=self.convolutional)  # see precision.py
 

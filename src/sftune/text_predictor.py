@@ -7,6 +7,7 @@ weights, labels.json the classes (and, multi-label, the per-class decision thres
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -153,6 +154,16 @@ class FineTunedTextModel(BundlePredictor):
         c = self.config.data
         samples = data if isinstance(data, list) else read_labeled_texts(
             data, c.text_column, c.label_column, c.text_pair_column, c.multi_label, c.label_separator)
+        # Labels spelled as a class of the model (Positive/positive, 1.0/1, NFD/NFC) are that class.
+        from .data.labels import align_to_classes
+
+        seen = {lbl for s in samples for lbl in ((s.label,) if isinstance(s.label, str) else s.label)}
+        aligned = align_to_classes(seen, self.classes)
+
+        def relabel(label: Any) -> Any:
+            return aligned.get(label, label) if isinstance(label, str) else [aligned.get(x, x) for x in label]
+
+        samples = [dataclasses.replace(s, label=relabel(s.label)) for s in samples]
         seen = {lbl for s in samples for lbl in ((s.label,) if isinstance(s.label, str) else s.label)}
         unknown = sorted(seen - set(self.classes))
         if unknown:

@@ -131,12 +131,12 @@ def test_labels_mixing_numbers_and_names_are_warned_and_fatal_when_strict(images
     lines = [f"{p},{relabel[y] if i % 2 or y != '2' else '2'}\n" for i, (p, y) in enumerate(_rows(images))]
     manifest = _manifest(images, "path,label\n" + "".join(lines))  # class 2 written as 2 and as 2.0
     data = find_labeled_images(manifest)
-    assert data.classes == ["0", "2", "2.0", "cat"]  # every label is a class name, as written
+    assert data.classes == ["0", "2", "cat"]  # '2' and '2.0' are one class by the class-name rule (issue 17)
     problems = [p for _, p in data.warnings]
-    assert any("labels mix numbers (0, 2, 2.0) and names (cat)" in p for p in problems), problems
-    assert any("'2', '2.0' are the same number written differently" in p for p in problems), problems
+    assert any("labels mix numbers (0, 2) and names (cat)" in p for p in problems), problems
+    assert any("labels '2' (2), '2.0' (2) are one class" in p and "merged as '2'" in p for p in problems), problems
     bad_input("manifest: labels that are numbers in one row and strings in the next", "warning")
-    with pytest.raises(SftuneError, match="labels mix numbers"):
+    with pytest.raises(SftuneError, match="'2.0' \\(2\\) are one class"):
         find_labeled_images(manifest, strict=True)
     bad_input("manifest: mixed labels with --strict", "clear error")
 

@@ -136,8 +136,9 @@ def run_options(command: Any) -> Any:
         click.option("--max-length", type=int, help="Text: tokens per example after truncation [128]."),
         click.option("--seed", type=int, help="Random seed; the same seed gives the same metrics on CPU [42]."),
         click.option("--workers", type=int, help="DataLoader worker processes [min(4, cores); text: 0]."),
-        click.option("--strict", is_flag=True, default=None, help="Images: fail on unreadable files, train/val duplicates "
-                     "and mixed-up labels instead of skipping/warning."),
+        click.option("--strict", is_flag=True, default=None, help="Fail on unreadable or unused files, train/val "
+                     "duplicates (images and texts), label spelling variants and other data warnings instead of "
+                     "skipping/warning."),
         click.option("--precision", help="Training precision: auto (default: bf16-mixed on a capable GPU, else 32-true), 32-true, bf16-mixed, 16-mixed."),
         click.option("--accelerator", help="cpu, gpu, mps or auto (default)."),
         click.option("--devices", help="Devices per node: a number or auto."),

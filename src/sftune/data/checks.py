@@ -7,16 +7,26 @@ Each returns ``(where, message)`` warnings: the run goes on (the count lands in
 
 from __future__ import annotations
 
-import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from .labels import as_number, text_identity
 
 if TYPE_CHECKING:
     from .sources import Sample
     from .texts import TextSample
+
+
+def keep_copies_together(train: list, val: list, key: Callable[[Any], Any]) -> tuple[list, list, int]:
+    """For a split sftune makes itself (no val set given): val items whose ``key`` (a content
+    hash) is also in train go back to train, so the split never leaks. Returns (train, val,
+    how many moved). Copies on one side are still warned about (conflicting labels, repeats)."""
+    in_train = {key(s) for s in train}
+    moved = [s for s in val if key(s) in in_train]
+    if not moved:
+        return train, val, 0
+    return train + moved, [s for s in val if key(s) not in in_train], len(moved)
 
 
 def leakage_warnings(train: list[Sample], val: list[Sample], digests: dict[Path, str]) -> list[tuple[str, str]]:
@@ -48,6 +58,17 @@ def conflicting_label_warnings(samples: list[Sample], digests: dict[Path, str]) 
             for d, ls in labels.items() if len(ls) > 1]
 
 
+def duplicate_warnings(samples: list[Sample], digests: dict[Path, str], side: str) -> list[tuple[str, str]]:
+    """Byte-identical files with the same label on one side of the split: each copy weighs the
+    image again (copies under different labels are left to :func:`conflicting_label_warnings`)."""
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in sorted(samples, key=lambda s: str(s.path)):
+        groups[digests[s.path]].append(s)
+    return [(str(g[0].path), f"{len(g)} identical files in {side} (also {_also([str(s.path) for s in g[1:]])}); "
+                             f"each copy counts again — keep one")
+            for g in groups.values() if len(g) > 1 and len({s.label for s in g}) == 1]
+
+
 def mixed_label_warnings(source: Path | str, labels: set[str]) -> list[tuple[str, str]]:
     """Labels that are numbers in some rows and names in others ('0', '1', 'cat'): usually two
     label schemes mixed up. (One number written two ways, '1' and '1.0', is one class by the
@@ -62,15 +83,14 @@ def mixed_label_warnings(source: Path | str, labels: set[str]) -> list[tuple[str
 
 # --------------------------------------------------------------------------------- texts
 #
-# Texts are compared by a hash of their normalised form (NFC, case-folded, whitespace runs
-# collapsed): "A  movie." and "a movie." are the same text. A sentence pair is one text.
+# Texts are compared by their normalised form (NFC, case-folded, whitespace runs collapsed),
+# hashed by the dicts that group them: "A  movie." and "a movie." are the same text. A
+# sentence pair is one text.
 
 
-def text_digest(text: str, pair: str | None = None) -> bytes:
-    h = hashlib.blake2b(text_identity(text).encode(), digest_size=16)
-    if pair is not None:
-        h.update(b"\x00" + text_identity(pair).encode())
-    return h.digest()
+def text_digest(text: str, pair: str | None = None) -> str:
+    """The normalised form two texts are compared by (a pair: both sentences, NUL-separated)."""
+    return text_identity(text) if pair is None else f"{text_identity(text)}\x00{text_identity(pair)}"
 
 
 def _where(s: TextSample, fallback: str) -> str:
@@ -90,55 +110,54 @@ def _also(places: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(places) - limit} more" if len(places) > limit else "")
 
 
-def text_leakage_warnings(train: list[TextSample], val: list[TextSample]) -> list[tuple[str, str]]:
-    """A validation text that is also a training text: the validation score would be inflated."""
-    first: dict[bytes, TextSample] = {}
-    for s in train:
-        first.setdefault(text_digest(s.text, s.text_pair), s)
+def text_warnings(train: list[TextSample], val: list[TextSample], train_keys: list[str] | None = None,
+                  val_keys: list[str] | None = None) -> list[tuple[str, str]]:
+    """All text checks, listed in this order: a validation text that is also a training text
+    (leakage: the validation score would be inflated); the same text under two or more labels
+    (at most one can be right); the same text with the same label more than once on one side
+    (each copy weighs it again in training, or counts again in the validation score).
+    ``*_keys``: the samples' :func:`text_digest`, when already computed."""
+    train_keys = train_keys if train_keys is not None else [text_digest(s.text, s.text_pair) for s in train]
+    val_keys = val_keys if val_keys is not None else [text_digest(s.text, s.text_pair) for s in val]
+    counts = Counter(train_keys)
+    counts.update(val_keys)
+    shared = {k for k, n in counts.items() if n > 1}  # usually few: only these are looked at again
+    if not shared:
+        return []
+    both, keys = train + val, train_keys + val_keys
+    groups: dict[str, list[int]] = defaultdict(list)  # shared text -> indices into both, in file order
+    for i, k in enumerate(keys):
+        if k in shared:
+            groups[k].append(i)
+    n = len(train)
     out: list[tuple[str, str]] = []
-    for i, s in enumerate(val):
-        twin = first.get(text_digest(s.text, s.text_pair))
-        if twin is not None:
-            out.append((_where(s, f"validation row {i}"),
-                        f"same text as training {_where(twin, 'row')} (train/val leakage inflates the validation "
-                        f"score); keep it on one side"))
-    return out
-
-
-def text_conflict_warnings(samples: list[TextSample]) -> list[tuple[str, str]]:
-    """The same text under two or more labels: at most one of them can be right."""
-    groups: dict[bytes, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        groups[text_digest(s.text, s.text_pair)].append(i)
-    out: list[tuple[str, str]] = []
+    for i, k in enumerate(val_keys):
+        if k in shared and groups[k][0] < n:
+            j = groups[k][0]
+            out.append((_where(val[i], f"validation row {i}"),
+                        f"same text as training {_where(train[j], f'row {j}')} (train/val leakage inflates the "
+                        f"validation score); keep it on one side"))
+    repeated = []
     for idx in groups.values():
-        if len(idx) < 2 or len({_label_id(samples[i].label) for i in idx}) < 2:
+        if len({_label_id(both[i].label) for i in idx}) == 1:
+            repeated.append(idx)
             continue
         by_label: dict[object, list[str]] = {}
         shown: dict[object, str] = {}
         for i in idx:
-            key = _label_id(samples[i].label)
-            by_label.setdefault(key, []).append(_where(samples[i], f"row {i}"))
-            shown.setdefault(key, _label_text(samples[i].label))
+            label = _label_id(both[i].label)
+            by_label.setdefault(label, []).append(_where(both[i], f"row {i}"))
+            shown.setdefault(label, _label_text(both[i].label))
         listed = "; ".join(f"{shown[k]} at {_also(places, 3)}" for k, places in by_label.items())
-        out.append((_where(samples[idx[0]], f"row {idx[0]}"),
+        out.append((_where(both[idx[0]], f"row {idx[0]}"),
                     f"the same text is labelled differently: {listed}; keep one label per text"))
-    return out
-
-
-def text_duplicate_warnings(samples: list[TextSample], side: str) -> list[tuple[str, str]]:
-    """The same text (with the same label) more than once on one side of the split: each copy
-    weighs it again in training, or counts it again in the validation score. Copies under
-    different labels are left to :func:`text_conflict_warnings`."""
-    groups: dict[bytes, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        groups[text_digest(s.text, s.text_pair)].append(i)
-    out: list[tuple[str, str]] = []
-    for idx in groups.values():
-        if len(idx) < 2 or len({_label_id(samples[i].label) for i in idx}) > 1:
-            continue
-        others = [_where(samples[i], f"row {i}") for i in idx[1:]]
-        out.append((_where(samples[idx[0]], f"row {idx[0]}"),
-                    f"the same text occurs {len(idx)} times in {side} (also at {_also(others)}); each copy counts "
-                    f"again — keep one"))
+    for side, lo, hi in (("training", 0, n), ("validation", n, len(both))):
+        for idx in repeated:
+            mine = [i for i in idx if lo <= i < hi]
+            if len(mine) < 2:
+                continue
+            others = [_where(both[i], f"row {i - lo}") for i in mine[1:]]
+            out.append((_where(both[mine[0]], f"row {mine[0] - lo}"),
+                        f"the same text occurs {len(mine)} times in {side} (also at {_also(others)}); each copy "
+                        f"counts again — keep one"))
     return out

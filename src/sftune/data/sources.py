@@ -14,7 +14,8 @@ real folder is read once; a link to a folder that contains it is not followed). 
 found but not used (a file that is not an image, a looping or repeated link, an image beside
 the class folders) is named in the data's ``warnings``, as are train/val leakage, label
 mix-ups and label spellings merged by the class-name rule (:mod:`sftune.data.labels`: folder
-names and manifest labels are NFC; ``Ants``/``ants`` are one class).
+names and manifest labels are NFC; ``Ants``/``ants`` are one class). A split sftune makes
+itself keeps byte-identical copies on the training side, so it never leaks.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SftuneError
-from .checks import conflicting_label_warnings, leakage_warnings, mixed_label_warnings
+from .checks import (conflicting_label_warnings, duplicate_warnings, keep_copies_together, leakage_warnings,
+                     mixed_label_warnings)
 from .images import IMAGE_EXTENSIONS, inspect_image, is_image_file
 from .labels import class_name, normalise_labels
 
@@ -262,12 +264,8 @@ def check_images(samples: list[Sample], strict: bool, workers: int = 8) -> tuple
     return good, skipped, digests
 
 
-def stratified_split(samples: list[Sample], val_fraction: float, seed: int,
-                     digests: dict[Path, str] | None = None) -> tuple[list[Sample], list[Sample]]:
-    """Per class, a seeded shuffle sends round(n * fraction) images (at least 1 when n >= 2) to val.
-
-    With ``digests``, byte-identical copies stay together: a val image whose content is also in
-    train goes back to train, so the split itself never leaks (copies are still warned about)."""
+def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Per class, a seeded shuffle sends round(n * fraction) images (at least 1 when n >= 2) to val."""
     by_class: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         by_class[s.label].append(s)
@@ -280,13 +278,8 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int,
         n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction))) if len(items) >= 2 else 0
         val.extend(items[:n_val])
         train.extend(items[n_val:])
-    if digests:
-        in_train = {digests[s.path] for s in train}
-        kept = [s for s in val if digests[s.path] in in_train]
-        if kept:
-            train += kept
-            val = [s for s in val if digests[s.path] not in in_train]
     return train, val
+
 
 
 # ------------------------------------------------------------------------------ entry
@@ -336,12 +329,11 @@ def find_labeled_images(
         raise SftuneError(f"'{root}' has only one class ('{classes[0]}'); classification needs at least two class folders")
 
     if val is None:
-        n = len(train)
         train, val = stratified_split(train, val_fraction, seed)
         split = {"method": "stratified", "seed": seed, "val_fraction": val_fraction}
-        train, val = stratified_split(train + val, val_fraction, seed, digests)
-        if len(train) != n - len(val):  # pragma: no cover - a guard on the line above
-            raise AssertionError("split lost images")
+        train, val, moved = keep_copies_together(train, val, lambda s: digests[s.path])
+        if moved:  # byte-identical copies: all kept in train, so the split itself never leaks
+            split["copies_kept_in_train"] = moved
     else:
         split = {"method": "given", "source": str(val_path or root)}
     if not val:
@@ -353,7 +345,8 @@ def find_labeled_images(
             f"or remove them from the validation set"
         )
     warnings = (unused + name_warnings + leakage_warnings(train, val, digests)
-                + conflicting_label_warnings(train + val, digests) + mixed_label_warnings(root, set(classes)))
+                + conflicting_label_warnings(train + val, digests) + duplicate_warnings(train, digests, "training")
+                + duplicate_warnings(val, digests, "validation") + mixed_label_warnings(root, set(classes)))
     if warnings and strict:
         where, problem = warnings[0]
         raise SftuneError(f"{where}: {problem} (or drop --strict to only warn)")

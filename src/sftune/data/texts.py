@@ -31,7 +31,8 @@ Checked across the whole set, as for images (:mod:`sftune.data.checks`), by a ha
 normalised text (NFC, case-folded, whitespace collapsed): the same text in training and
 validation (leakage), the same text under different labels, and the same text repeated within
 training or within validation. Each is a warning in :attr:`LabeledTexts.warnings`; ``strict``
-makes the first one fatal.
+makes the first one fatal. A split sftune makes itself keeps every copy of a text on the training
+side (``split["copies_kept_in_train"]``), so it never leaks.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ import json
 import math
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SftuneError, did_you_mean
-from .checks import mixed_label_warnings, text_conflict_warnings, text_duplicate_warnings, text_leakage_warnings
+from .checks import keep_copies_together, mixed_label_warnings, text_digest, text_warnings
 from .images import IMAGE_EXTENSIONS
 from .labels import class_name, normalise_labels
 
@@ -116,6 +117,15 @@ class _Table:
         if self.line_base is not None:  # exact unless a quoted field spans lines
             return f"line {i + self.line_base}"
         return f"row {i}"
+
+    def wheres(self) -> list[str]:
+        """``"<source> <where(i)>"`` for every row (named in data warnings)."""
+        src = self.source
+        if self.lines is not None:
+            return [f"{src} line {n}" for n in self.lines]
+        if self.line_base is not None:
+            return [f"{src} line {n}" for n in range(self.line_base, self.line_base + len(self))]
+        return [f"{src} row {i}" for i in range(len(self))]
 
 
 def _read_file(path: Path, refs: tuple[ColumnRef, ...] = ()) -> _Table:
@@ -461,7 +471,15 @@ def _labels(table: _Table, column: str, multi_label: bool, separator: str) -> li
         if lists is not None:
             raise SftuneError(f"'{table.source}' {table.where(lists)}: label column '{column}' holds a list; "
                               f"for several labels per text pass --multi-label")
-        out = [_scalar_label(v, names) for v in raw]
+        memo: dict[tuple[type, Any], str | None] = {}  # a label column holds few distinct values
+        out = []
+        for v in raw:
+            try:
+                out.append(memo[(v.__class__, v)])
+            except KeyError:
+                out.append(memo.setdefault((v.__class__, v), _scalar_label(v, names)))
+            except TypeError:  # an unhashable value (a dict): no memo
+                out.append(_scalar_label(v, names))
     missing = [i for i, v in enumerate(out) if v is None]
     if missing:
         raise SftuneError(f"'{table.source}': {len(missing)} row(s) without a label in column '{column}' (first at "
@@ -475,8 +493,7 @@ def _samples(table: _Table, columns: dict[str, str | None], multi_label: bool, s
     texts = _texts(table, columns["text"], "text")  # type: ignore[arg-type]
     pairs = _texts(table, columns["text_pair"], "text pair") if columns["text_pair"] else [None] * len(texts)
     labels = _labels(table, columns["label"], multi_label, separator)  # type: ignore[arg-type]
-    return [TextSample(t, lab, p, f"{table.source} {table.where(i)}")
-            for i, (t, lab, p) in enumerate(zip(texts, labels, pairs))]
+    return [TextSample(t, lab, p, w) for t, lab, p, w in zip(texts, labels, pairs, table.wheres())]
 
 
 def sort_classes(names: set[str]) -> list[str]:
@@ -487,9 +504,18 @@ def sort_classes(names: set[str]) -> list[str]:
 
 
 def _label_set(samples: list[TextSample]) -> set[str]:
-    out: set[str] = set()
-    for s in samples:
-        out.update(s.label if isinstance(s.label, tuple) else (s.label,))
+    return set(_label_counts(samples))
+
+
+def _label_counts(samples: list[TextSample]) -> Counter:
+    """How often each class name occurs (each name of a multi-label row counts once)."""
+    raw = Counter(s.label for s in samples)  # few distinct values: expand tuples afterwards
+    if not any(isinstance(x, tuple) for x in raw):
+        return raw
+    out: Counter = Counter()
+    for value, n in raw.items():
+        for name in (value if isinstance(value, tuple) else (value,)):
+            out[name] += n
     return out
 
 
@@ -569,18 +595,26 @@ def find_labeled_texts(
     if val_table is not None:
         val = _samples(val_table, _same_columns(val_table, columns), multi_label, label_separator)
     # One class per name under the class-name rule: 'Positive'/'positive', '1'/'1.0' merge (with a warning).
-    occurrences = [lbl for s in train + (val or []) for lbl in ((s.label,) if isinstance(s.label, str) else s.label)]
-    rename, warnings = normalise_labels(occurrences, train_table.source)
+    rename, warnings = normalise_labels(_label_counts(train + (val or [])), train_table.source)
     if rename:
         train = _relabel(train, rename)
         val = None if val is None else _relabel(val, rename)
     if len(_label_set(train)) < 2:
         raise SftuneError(f"'{train_table.source}' has fewer than 2 classes ({', '.join(sorted(_label_set(train))) or 'none'}"
                           f" in column '{columns['label']}'); classification needs at least two")
+    keys: dict[int, str] = {}  # id(sample) -> text_digest, when the split computed them
     if val is None:
         method = _random_split if multi_label else _stratified_split
+        every = train
         train, val = method(train, val_fraction, seed)
         split = {"method": "random" if multi_label else "stratified", "seed": seed, "val_fraction": val_fraction}
+        # Copies of one text (as normalised) stay together: the split itself never leaks.
+        keys = {id(s): text_digest(s.text, s.text_pair) for s in every}
+        train, val, moved = keep_copies_together(train, val, lambda s: keys[id(s)])
+        if moved:
+            split["copies_kept_in_train"] = moved
+            position = {id(s): i for i, s in enumerate(every)}
+            train.sort(key=lambda s: position[id(s)])  # file order, as _take keeps it
     classes = sort_classes(_label_set(train))
     if not val:
         raise SftuneError(f"no validation texts: add a val file next to '{root}' or pass --val-data")
@@ -591,8 +625,10 @@ def find_labeled_texts(
                           f"add training texts for them or remove them from validation")
     split = {**(split or {}), "val_count": len(val)}
     warnings += mixed_label_warnings(train_table.source, set(classes))
-    warnings += (text_leakage_warnings(train, val) + text_conflict_warnings(train + val)
-                 + text_duplicate_warnings(train, "training") + text_duplicate_warnings(val, "validation"))
+    if keys:  # hashed once already, for the split
+        warnings += text_warnings(train, val, [keys[id(s)] for s in train], [keys[id(s)] for s in val])
+    else:
+        warnings += text_warnings(train, val)
     if warnings and strict:
         where, problem = warnings[0]
         raise SftuneError(f"{where}: {problem} (or drop --strict to only warn)")

@@ -54,7 +54,13 @@ class TextPipeline(Pipeline):
     def load(self) -> None:
         c = self.config.data
         self.data = find_labeled_texts(c.path, c.val_path, c.val_fraction, self.config.train.seed, c.text_column,
-                                       c.label_column, c.text_pair_column, c.multi_label, c.label_separator)
+                                       c.label_column, c.text_pair_column, c.multi_label, c.label_separator,
+                                       strict=c.strict)
+        for where, problem in self.data.warnings[:5]:
+            self.log(f"warning: {where}: {problem}")
+        if self.data.warnings:
+            self.log(f"warning: {len(self.data.warnings)} data problem(s) in total, listed in lineage.json "
+                     f"(use --strict to make them an error)")
         # The columns found are saved in config.yaml: eval and predict read the same ones.
         c.text_column = c.text_column if c.text_column is not None else self.data.columns["text"]
         c.label_column = c.label_column if c.label_column is not None else self.data.columns["label"]
@@ -138,6 +144,7 @@ class TextPipeline(Pipeline):
             "classes": data.classes,
             "multi_label": data.multi_label,
             "columns": data.columns,
+            "warnings": [{"path": w, "problem": p} for w, p in data.warnings],
             "split": data.split,
         }
 
