@@ -23,8 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import random
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,24 +263,11 @@ def check_images(samples: list[Sample], strict: bool, workers: int = 8) -> tuple
 
 
 def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Per class, a seeded shuffle sends round(n * fraction) images (at least 1 when n >= 2) to val."""
-    by_class: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_class[s.label].append(s)
-    rng = random.Random(seed)
-    train: list[Sample] = []
-    val: list[Sample] = []
-    for label in sorted(by_class):
-        items = sorted(by_class[label], key=lambda s: str(s.path))
-        rng.shuffle(items)
-        n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction))) if len(items) >= 2 else 0
-        val.extend(items[:n_val])
-        train.extend(items[n_val:])
-    return train, val
+    """Per class, a seeded shuffle sends round(n * fraction) images (at least 1 when n >= 2) to val (data/splits.py)."""
+    from .splits import split_indices
 
-
-
-# ------------------------------------------------------------------------------ entry
+    train, val = split_indices([s.label for s in samples], val_fraction, seed, order=[str(s.path) for s in samples])
+    return [samples[i] for i in train], [samples[i] for i in val]
 
 
 def find_labeled_images(

@@ -41,9 +41,8 @@ import csv
 import hashlib
 import json
 import math
-import random
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -523,26 +522,17 @@ def _label_counts(samples: list[TextSample]) -> Counter:
 
 
 def _stratified_split(samples: list[TextSample], val_fraction: float, seed: int) -> tuple[list[TextSample], list[TextSample]]:
-    """Per class, a seeded shuffle sends round(n * fraction) texts (at least 1 when n >= 2) to val."""
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        by_class[s.label].append(i)  # type: ignore[index]
-    rng = random.Random(seed)
-    val_idx: set[int] = set()
-    for label in sorted(by_class):
-        idx = by_class[label]
-        rng.shuffle(idx)
-        n_val = min(len(idx) - 1, max(1, round(len(idx) * val_fraction))) if len(idx) >= 2 else 0
-        val_idx.update(idx[:n_val])
-    return _take(samples, val_idx)
+    """Per class, a seeded shuffle sends round(n * fraction) texts (at least 1 when n >= 2) to val (data/splits.py)."""
+    from .splits import split_indices
+
+    return _take(samples, set(split_indices([s.label for s in samples], val_fraction, seed)[1]))
 
 
 def _random_split(samples: list[TextSample], val_fraction: float, seed: int) -> tuple[list[TextSample], list[TextSample]]:
-    """Multi-label rows have no single class to stratify on: a seeded random split."""
-    idx = list(range(len(samples)))
-    random.Random(seed).shuffle(idx)
-    n_val = min(len(idx) - 1, max(1, round(len(idx) * val_fraction)))
-    return _take(samples, set(idx[:n_val]))
+    """Multi-label rows have no single class to stratify on: a seeded random split (data/splits.py)."""
+    from .splits import split_indices
+
+    return _take(samples, set(split_indices([0] * len(samples), val_fraction, seed)[1]))
 
 
 def _take(samples: list[TextSample], val_idx: set[int]) -> tuple[list[TextSample], list[TextSample]]:

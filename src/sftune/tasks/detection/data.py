@@ -84,7 +84,6 @@ import csv
 import hashlib
 import json
 import math
-import random
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -1339,11 +1338,11 @@ def _split_help(fmt: str) -> str:
 
 
 def _random_split(samples: list[BoxSample], val_fraction: float, seed: int) -> tuple[list[BoxSample], list[BoxSample]]:
-    """A seeded shuffle of the images sends round(n * fraction) (at least 1 when n >= 2) to val."""
-    items = _sorted(samples)
-    random.Random(seed).shuffle(items)
-    n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction))) if len(items) >= 2 else 0
-    return items[n_val:], items[:n_val]
+    """A seeded shuffle of the images sends round(n * fraction) (at least 1 when n >= 2) to val (data/splits.py)."""
+    from ...data.splits import split_indices
+
+    train, val = split_indices([0] * len(samples), val_fraction, seed, order=[str(s.image) for s in samples])
+    return [samples[i] for i in train], [samples[i] for i in val]
 
 
 def _sorted(samples: list[BoxSample]) -> list[BoxSample]:

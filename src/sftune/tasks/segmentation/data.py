@@ -39,7 +39,6 @@ import csv
 import hashlib
 import io
 import json
-import random
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -891,11 +890,12 @@ def _span(values: set[int]) -> str:
 
 
 def random_split(samples: list[MaskSample], val_fraction: float, seed: int) -> tuple[list[MaskSample], list[MaskSample]]:
-    """A seeded shuffle sends round(n * fraction) pairs (at least 1 when n >= 2) to val."""
-    items = sorted(samples, key=lambda s: str(s.image))
-    random.Random(seed).shuffle(items)
-    n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction))) if len(items) >= 2 else 0
-    return sorted(items[n_val:], key=lambda s: str(s.image)), sorted(items[:n_val], key=lambda s: str(s.image))
+    """A seeded shuffle sends round(n * fraction) pairs (at least 1 when n >= 2) to val (data/splits.py)."""
+    from ...data.splits import split_indices
+
+    train, val = split_indices([0] * len(samples), val_fraction, seed, order=[str(s.image) for s in samples])
+    by_path = lambda i: str(samples[i].image)  # noqa: E731
+    return [samples[i] for i in sorted(train, key=by_path)], [samples[i] for i in sorted(val, key=by_path)]
 
 
 def _relative(path: Path, root: Path) -> str:
