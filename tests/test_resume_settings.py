@@ -49,3 +49,21 @@ def test_the_original_command_and_budget_changes_are_accepted(saved_run):
 def test_settings_not_given_come_from_the_saved_run(saved_run):
     resumed = _resumed_config(saved_run, build_config())
     assert resumed.strategy.name == "full" and resumed.train.epochs == 4 and resumed.data.path == "photos"
+
+
+def test_task_defaults_apply_only_to_settings_not_given(tmp_path):
+    """Segmentation's own batch default (8) replaces the global one (32) unless the user gave a
+    value, and never a value a resumed run saved."""
+    from sftune.config import resolve_task
+
+    camvid = tmp_path / "camvid"
+    for d in ("train", "trainannot", "val", "valannot"):
+        (camvid / d).mkdir(parents=True)
+    assert resolve_task(build_config(overrides={"data.path": str(camvid)})).train.batch_size == 8
+    given = build_config(overrides={"data.path": str(camvid), "train.batch_size": 32})
+    assert resolve_task(given).train.batch_size == 32
+    out = tmp_path / "run"
+    work = B.partial_dir(out)
+    work.mkdir(parents=True)
+    (work / B.CONFIG).write_text(dump_yaml(resolve_task(given)))
+    assert resolve_task(_resumed_config(out, build_config())).train.batch_size == 32

@@ -354,10 +354,19 @@ def resolve_task(config: RunConfig) -> RunConfig:
     detect_task) and the task's default model."""
     from .tasks import TASKS, detect_task
 
+    given = config._given
     if config.task.name == "auto":
         options = config.task.options()
         config.task = TaskConfig(name=detect_task(config), **options)
         config = validate(config.to_dict())  # the detected task validates its options
+        config._given = given
+    task = TASKS.get(config.task.name)
     if not config.model.name:
-        config.model.name = TASKS.get(config.task.name).default_model
+        config.model.name = task.default_model
+    global_defaults = RunConfig().to_dict()
+    for dotted, value in task.defaults.items():  # the task's own defaults, for settings not given
+        section, key = dotted.split(".", 1)
+        current = getattr(getattr(config, section), key)
+        if dotted not in given and current == global_defaults[section][key]:
+            setattr(getattr(config, section), key, value)
     return config

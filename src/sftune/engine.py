@@ -490,7 +490,10 @@ def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
                     f"only train.epochs, train.patience and trainer.* may change (drop that setting, or start a new --out)"
                 )
             merged[section][key] = value
-    return validate(merged, source=str(saved_path))
+    resumed = validate(merged, source=str(saved_path))
+    resumed._given = {f"{section}.{key}" for section, values in merged.items() if isinstance(values, dict)
+                      for key in values}  # resolved already: no task default may replace a saved value
+    return resumed
 
 
 def _lineage(config: RunConfig, data: dict[str, Any], backbone_source: str) -> dict[str, Any]:

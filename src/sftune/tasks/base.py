@@ -64,6 +64,9 @@ class Task:
     caches_features: ClassVar[bool] = True
     continual: ClassVar[bool] = False
     default_model: ClassVar[str] = "efficientnet_lite0"
+    # Config defaults of this task where the global ones do not fit it (dotted keys), applied to
+    # settings the user did not give (config.resolve_task), e.g. smaller batches of whole images.
+    defaults: ClassVar[dict[str, Any]] = {}
     detect_priority: ClassVar[int] = 0  # task=auto asks tasks in decreasing priority whether they claim the data
 
     def __init__(self, options: TaskOptions | None = None) -> None:

@@ -46,6 +46,8 @@ class ObjectDetection(Task):
     caches_features = False
     continual = False
     default_model = "efficientnet_lite0"
+    # Whole images (640x480 on BCCD) with up to 512 sampled RoIs each: a few per step (the peer: 2).
+    defaults = {"train.batch_size": 4}
     detect_priority = 15  # below segmentation: VOC segmentation folders also hold Annotations/
     options: DetectionOptions
 
