@@ -82,7 +82,7 @@ on BCCD beyond rounding:
     saved (best-mAP) bundle re-evaluated by the predictor, shown in the per-epoch listing.
 Training differs on purpose (that is what is compared): sftune's defaults are the
 ``linear_probe`` strategy (encoder frozen, FPN + RPN + RoI heads train) with AdamW and cosine
-schedule, batch 32, anchors fitted to the training boxes, RandomIoUCrop (p 0.3) + flip, early
+schedule, batch 4 (the task's default), anchors fitted to the training boxes, RandomIoUCrop (p 0.3) + flip, early
 stopping; the peer trains every non-BN parameter with SGD at batch 2.
 """
 from __future__ import annotations
@@ -266,6 +266,13 @@ def first_reaching(history: list[dict], key: str, target: float) -> dict | None:
 def set_bests(row: Row) -> None:
     if not row.history:
         return
+    losses = [h.get("train_loss") for h in row.history]
+    if any(isinstance(x, float) and x != x for x in losses):  # json.loads reads the peer's NaN as float nan
+        row.notes.append("TRAINING DIVERGED: the training loss is NaN")
+    elif (len(losses) > 1 and all(isinstance(x, (int, float)) for x in losses)
+          and losses[-1] > 10 * max(losses[0], 1e-9)):
+        row.notes.append(f"TRAINING DIVERGED? the training loss grew {losses[-1] / losses[0]:.0f}x "
+                         f"({losses[0]:.3g} -> {losses[-1]:.3g})")
     best = max(row.history, key=lambda h: h["map"])          # max() keeps the first of equal values
     row.best_map, row.best_map_epoch = best["map"], best["epoch"]
     best50 = max(row.history, key=lambda h: h["map_50"])
@@ -309,7 +316,7 @@ def run_peer(data: Path, epochs: int, extra: list[str], work: Path, env: dict[st
         # The line's arrival time is direct; a line written in the last poll before exit is
         # stamped at exit, so the earlier of the two is the better estimate.
         row.history.append({"epoch": int(r["epoch"]), "map": float(r["map"]), "map_50": float(r["map_50"]),
-                            "at_s": round(min(t, computed), 2)})
+                            "train_loss": r.get("train_loss"), "at_s": round(min(t, computed), 2)})
     if row.history:
         set_bests(row)
         hit = first_reaching(row.history, "map_50", row.best_map50)
@@ -370,7 +377,7 @@ def run_sftune(data: Path, epochs: int, extra: list[str], peer: Row | None, work
             continue
         at = h.get("time/elapsed_s")
         row.history.append({"epoch": int(h.get("epoch", len(row.history))) + 1, "map": float(h["val/map"]),
-                            "map_50": float(h.get("val/map_50", float("nan"))),
+                            "map_50": float(h.get("val/map_50", float("nan"))), "train_loss": h.get("train/loss"),
                             "at_s": round(at + row.startup_s, 2) if at is not None and row.startup_s is not None
                             else None})
     row.ok = True
@@ -437,7 +444,9 @@ def curves(rows: list[Row]) -> str:
     for i, r in enumerate(rows):
         if not r.ok:
             continue
-        points = ", ".join(f"{h['map']:.3f}/{h['map_50']:.3f}" + (f"@{h['at_s']:.0f}s" if h["at_s"] is not None else "")
+        points = ", ".join(f"{h['map']:.3f}/{h['map_50']:.3f}"
+                           + (f" (loss {h['train_loss']:.4g})" if isinstance(h.get("train_loss"), (int, float)) else "")
+                           + (f"@{h['at_s']:.0f}s" if h["at_s"] is not None else "")
                            for h in r.history) or "no per-epoch figures"
         start = f"start-up {r.startup_s:.1f} s; " if r.startup_s is not None else ""
         final = (f"; saved bundle re-evaluated: mAP {fmt(r.final_map, '.4f')}, mAP50 {fmt(r.final_map50, '.4f')}"
