@@ -22,7 +22,7 @@ from sftune.errors import SftuneError
 from sftune.optim import ONECYCLE_END, ONECYCLE_START, SGD_DEFAULT_LR_FACTOR, default_lr, lr_multiplier
 from sftune.strategies import create_strategy
 from sftune.tasks import Classifier
-from sftune.tasks import classification as classification_module
+from sftune.tasks.classification import module as classification_module
 
 from conftest import tiny_run, with_callbacks, write_digits
 
