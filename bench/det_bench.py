@@ -104,6 +104,8 @@ from pathlib import Path
 
 import psutil
 
+from _proc import tree_rss
+
 ROOT = Path(__file__).resolve().parent.parent          # the project root (/work/main)
 SHARED = ROOT.parent / "shared"
 PEER = SHARED / "bench" / "det_peer.py"
@@ -182,16 +184,9 @@ def run_measured(cmd: list[str], log: Path, extra_env: dict[str, str] | None = N
                 lines.extend((now, ln) for ln in done)
 
         while proc.poll() is None:
-            try:
-                tree = [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
+            rss = tree_rss(proc)
+            if rss is None:
                 break
-            rss = 0
-            for p in tree:
-                try:
-                    rss += p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass                 # a worker that just exited
             peak = max(peak, rss)
             read_new()
             time.sleep(POLL_S)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import psutil
 
+from _proc import tree_rss
+
 ROOT = Path(__file__).resolve().parent.parent          # the project root (/work/main)
 PEER = ROOT.parent / "shared" / "bench" / "seed_loop.py"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hymenoptera_data"
@@ -73,16 +75,9 @@ def run_measured(cmd: list[str], log: Path, extra_env: dict[str, str] | None = N
         proc = psutil.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
         peak = 0
         while proc.poll() is None:
-            try:
-                tree = [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
+            rss = tree_rss(proc)
+            if rss is None:
                 break
-            rss = 0
-            for p in tree:
-                try:
-                    rss += p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass                 # a worker that just exited
             peak = max(peak, rss)
             time.sleep(POLL_S)
         rc = proc.wait()

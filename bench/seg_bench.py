@@ -62,6 +62,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -71,6 +72,8 @@ from pathlib import Path
 
 import psutil
 
+from _proc import tree_rss
+
 ROOT = Path(__file__).resolve().parent.parent          # the project root (/work/main)
 SHARED = ROOT.parent / "shared"
 PEER = SHARED / "bench" / "seg_peer.py"
@@ -79,6 +82,14 @@ VOID = 11                                               # CamVid's void label: t
 SEED = 42                                               # sftune's default; passed to the peer as well
 POLL_S = 0.2
 GOAL = 0.5                                              # time to the peer's best <= GOAL x peer wall
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGHUP: stop the running child, print the rows finished so far."""
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 @dataclass
@@ -140,20 +151,22 @@ def run_measured(cmd: list[str], log: Path, extra_env: dict[str, str] | None = N
                 *done, pending = pending.split("\n")
                 lines.extend((now, ln) for ln in done)
 
-        while proc.poll() is None:
-            try:
-                tree = [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            rss = 0
-            for p in tree:
+        try:
+            while proc.poll() is None:
+                rss = tree_rss(proc)
+                if rss is None:
+                    break
+                peak = max(peak, rss)
+                read_new()
+                time.sleep(POLL_S)
+        except BaseException:                # Ctrl-C / SIGTERM here: never leave the child training
+            for p in [*proc.children(recursive=True), proc]:
                 try:
-                    rss += p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass                 # a worker that just exited
-            peak = max(peak, rss)
-            read_new()
-            time.sleep(POLL_S)
+                    p.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+            proc.wait()
+            raise
         rc = proc.wait()
         wall = time.perf_counter() - t0
         read_new()
@@ -368,6 +381,16 @@ def main() -> int:
     print(f"running (logs in {runs_dir}) ...", file=sys.stderr, flush=True)
     rows: list[Row] = []
     peer: Row | None = None
+    interrupted = ""
+
+    def save() -> None:  # after every row, so a killed benchmark keeps what it finished
+        if args.json:
+            args.json.write_text(json.dumps({"machine": info, "epochs": args.epochs, "seed": SEED, "data": str(data),
+                                             "peer_args": args.peer_args, "goal": GOAL, "interrupted": interrupted,
+                                             "rows": [asdict(r) for r in rows]}, indent=2))
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         if args.reuse_peer:
             saved = json.loads(args.reuse_peer.read_text())
@@ -377,8 +400,13 @@ def main() -> int:
         elif not args.no_peer:
             peer = run_peer(data, args.epochs, shlex.split(args.peer_args), runs_dir)
             rows.append(peer)
+            save()
         for n, extra in enumerate(args.sftune_args if args.sftune_args is not None else [""]):
             rows.append(run_sftune(data, args.epochs, shlex.split(extra), peer, runs_dir, n))
+            save()
+    except (Interrupted, KeyboardInterrupt) as exc:
+        interrupted = str(exc) or "KeyboardInterrupt"
+        print(f"\n**Interrupted ({interrupted}): only the rows finished before it are shown.**\n")
     finally:
         if args.runs_dir is None:
             shutil.rmtree(runs_dir, ignore_errors=True)
@@ -394,11 +422,8 @@ def main() -> int:
                 verdict = ("PASS" if r.vs_peer_wall is not None and r.vs_peer_wall <= GOAL else "FAIL")
                 print(f"- sftune {r.settings}: {verdict} "
                       f"({fmt(r.to_peer_best_s, '.1f')} s vs {GOAL * peer.wall_s:.1f} s allowed; {r.to_best_how})")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": info, "epochs": args.epochs, "seed": SEED, "data": str(data),
-                                         "peer_args": args.peer_args, "goal": GOAL,
-                                         "rows": [asdict(r) for r in rows]}, indent=2))
-    return 0 if all(r.ok for r in rows) else 1
+    save()
+    return 1 if interrupted or not all(r.ok for r in rows) else 0
 
 
 if __name__ == "__main__":
