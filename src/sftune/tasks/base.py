@@ -197,6 +197,9 @@ class TaskModule(L.LightningModule):
 
     backbone: nn.Module
     loss_weights: dict[str, float]
+    # Multiplies the strategy's default LR when train.lr is not given. The strategies' defaults are
+    # tuned for a linear/MLP head under AdamW; heads with box regression from scratch need smaller steps.
+    default_lr_scale: ClassVar[float] = 1.0
 
     def __init__(self, strategy: "Strategy", train_cfg: "TrainConfig") -> None:
         super().__init__()
@@ -204,7 +207,7 @@ class TaskModule(L.LightningModule):
 
         self.strategy = strategy
         self.train_cfg = train_cfg
-        self.lr = train_cfg.lr or default_lr(strategy.default_lr, train_cfg.optimizer)
+        self.lr = train_cfg.lr or default_lr(strategy.default_lr, train_cfg.optimizer) * self.default_lr_scale
         self.loss_weights = {}  # name -> weight of each loss in the total (default 1)
         self._backbone_frozen = False
         self.inputs_are_features = False  # True: batches hold cached pooled backbone features (B, F)

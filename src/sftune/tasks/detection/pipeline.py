@@ -59,7 +59,8 @@ class DetectionPipeline(Pipeline):
             self.log(plan.summary())
             sizes, ratios = plan.sizes, plan.aspect_ratios
         self.net = build_detector(o.detector, c.model.name, self.data.num_classes, c.model.pretrained, c.model.arch,
-                                  anchor_sizes=sizes, aspect_ratios=ratios, min_size=o.min_size, max_size=o.max_size)
+                                  anchor_sizes=sizes, aspect_ratios=ratios, min_size=o.min_size, max_size=o.max_size,
+                                  options=detector_options(o))
         self.backbone = self.net.encoder
         c.model.arch = self.backbone.arch
         self.train_tf, self.eval_tf = build_box_transforms(hflip=c.data.hflip, iou_crop=o.iou_crop)
@@ -100,3 +101,16 @@ class DetectionPipeline(Pipeline):
             "warnings": [{"path": p, "problem": r} for p, r in d.warnings],
             "split": d.split,
         }
+
+
+def detector_options(options: Any) -> dict[str, Any]:
+    """torchvision keyword arguments from the task options. Faster R-CNN's speed knobs on CPU are
+    the box head's inputs: 128 sampled RoIs per training image instead of 512 (detectron2's
+    tutorial value for small datasets: a few dozen objects per image fill 32 positives), and 300
+    proposals per image at inference instead of 1000 (Ren et al. 2015, Faster R-CNN, test with 300).
+    ``task.torchvision`` keys are passed as given and win over both."""
+    chosen: dict[str, Any] = {}
+    if options.detector == "faster_rcnn":
+        chosen = {"box_batch_size_per_image": int(options.rois_per_image),
+                  "rpn_post_nms_top_n_test": int(options.test_proposals)}
+    return {**chosen, **dict(options.torchvision)}

@@ -30,6 +30,9 @@ class DetectionOptions(TaskOptions):
     max_size: int = Field(640, ge=32, le=8192, description="...unless the longer side would exceed this (px)")
     iou_crop: float = Field(0.3, ge=0, le=1, description="probability of a random crop that keeps boxes whole (RandomIoUCrop)")
     min_score: float = Field(0.3, ge=0, le=1, description="predict: boxes scoring below this are left out (--min-score)")
+    rois_per_image: int = Field(128, ge=8, le=4096, description="faster_rcnn: proposals sampled per image to train the box head (torchvision: 512)")
+    test_proposals: int = Field(300, ge=10, le=10000, description="faster_rcnn: RPN proposals per image kept for the box head at inference (torchvision: 1000)")
+    torchvision: dict[str, Any] = Field(default_factory=dict, description="further keyword arguments of torchvision's FasterRCNN/RetinaNet/FCOS, e.g. {rpn_batch_size_per_image: 128}")
     classes: list[str] | None = Field(None, description="class names and order (default: from the annotations)")
     worst_images: int = Field(8, ge=0, le=100, description="worst validation images (by per-image AP50) drawn in the report")
 
