@@ -4,6 +4,10 @@
     run = sftune.finetune(data="photos/", model="efficientnet_lite0", strategy="linear_probe", out="runs/ants")
     model = sftune.load(run.path)
     model.predict(["img1.jpg"], top_k=3)
+
+    result = sftune.drift(run.path, "new_photos/")                  # result.drift, result.tests
+    update = sftune.update(run.path, "new_photos/", registry="models/")  # update.decision.promote
+    registry = sftune.Registry("models/")                           # versions(), get("ants", "champion")
 """
 
 from __future__ import annotations
@@ -83,10 +87,14 @@ def list_models(pattern: str = "*") -> list[str]:
     return ZOO.list(pattern)
 
 
+from .continual.api import Registry, drift, update  # noqa: E402 (light: their imports are inside)
+
+
 def default_out_dir() -> Path:
     import time
 
     return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
-__all__ = ["__version__", "default_out_dir", "evaluate", "finetune", "list_models", "load"]
+__all__ = ["Registry", "__version__", "default_out_dir", "drift", "evaluate", "finetune", "list_models", "load",
+           "update"]

@@ -60,8 +60,8 @@ def drift(bundle: str, data: str, reference_data: str | None, decide_on: str, al
       sftune drift runs/ants --data new_photos/ --html drift.html
       sftune drift ants --registry models/ --data new_photos/ --json
     """
-    from ..continual.check import check_drift
-    from ..continual.html import drift_figure, drift_section, summary_lines, write_drift_html
+    from ..continual.check import check_drift, write_drift_report
+    from ..continual.html import summary_lines
 
     from ..bundle import is_bundle
 
@@ -75,11 +75,9 @@ def drift(bundle: str, data: str, reference_data: str | None, decide_on: str, al
                         decide_on=("features",) if decide_on == "features" else "all")
     result = check.result
     if html_path:
-        assert check.new.features is not None
-        png = drift_figure(result, check.reference.features, check.new.features, check.classes)
         title = f"drift: {shown} vs {data}" + (f" (reference rows from {check.reference.features_from})"
                                                 if check.reference.features_from else "")
-        write_drift_html(html_path, drift_section(result, png, title), title)
+        write_drift_report(check, html_path, title)
     if as_json:
         payload = {"bundle": bundle, "data": data, **result.to_dict(), "reference_from": check.reference.features_from,
                    "html": html_path}

@@ -63,25 +63,13 @@ def update(champion: str, data: str, spec: str | None, name: str | None, out: st
       sftune update ants --registry models/ --data new_photos/ --max-drop 0.01 --json
     """
     from ..continual.gate import Gate
-    from ..continual.registry import open_registry, parse_ref
+    from ..continual.registry import open_registry
     from ..bundle import is_bundle
-    from ..continual.update import run_update
-    from ..errors import SftuneError
+    from ..continual.update import resolve_champion, run_update
 
-    champion_ref = None
-    bundle = Path(champion).expanduser()
     # A champion given by name must come from an existing registry; one given as a folder may start one.
-    registry = open_registry(spec, create=is_bundle(bundle)) if spec else None
-    if registry is not None and not is_bundle(bundle):
-        ref_name, ref = parse_ref(champion)
-        version = registry.get(ref_name, ref)
-        bundle, name, champion_ref = Path(version.path), name or ref_name, f"{ref_name}/{version.version}"
-    elif registry is not None:
-        name = name or bundle.absolute().name
-        match = [v for v in registry.versions(name) if Path(v.path) == bundle.absolute()]
-        champion_ref = f"{name}/{match[0].version}" if match else None
-    elif not is_bundle(bundle):
-        raise SftuneError(f"champion '{champion}' is not a bundle folder; registry references need --registry")
+    registry = open_registry(spec, create=is_bundle(Path(champion).expanduser())) if spec else None
+    bundle, name, champion_ref = resolve_champion(champion, registry, name)
     overrides = {"train.epochs": epochs, "strategy.name": strategy, "train.lr": lr}
     if no_progress or as_json:  # the progress bar writes to stdout, which holds the JSON alone
         overrides["trainer.progress_bar"] = False

@@ -39,3 +39,14 @@ def check_drift(bundle: str | Path, data: str | Path, reference_data: str | Path
                     new.targets if not new.multi_label else None, alpha=alpha, permutations=permutations, seed=seed,
                     multi_label=new.multi_label, keep_null=keep_null, decide_on=decide_on)
     return DriftCheck(result, reference, new, list(model.classes))
+
+
+def write_drift_report(check: DriftCheck, path: str | Path, title: str) -> None:
+    """A self-contained HTML page (tests, p-values, a 2-D view of both feature sets) at ``path``;
+    ``check`` must come from :func:`check_drift` with ``keep_null=True`` (the null distribution is drawn)."""
+    from .html import drift_figure, drift_section, write_drift_html
+
+    if check.new.features is None:
+        raise ValueError("the drift check holds no new features to draw")
+    png = drift_figure(check.result, check.reference.features, check.new.features, check.classes)
+    write_drift_html(Path(path), drift_section(check.result, png, title), title)

@@ -41,6 +41,27 @@ class UpdateResult:
                 "registry": self.registry}
 
 
+def resolve_champion(champion: str | Path, registry: Any, name: str | None) -> tuple[Path, str | None, str | None]:
+    """(bundle folder, registry model name, "name/version" of the champion in ``registry``) for a
+    champion given as a bundle folder or, with a registry, as ``NAME``/``NAME@ALIAS``/``NAME/VERSION``.
+    Raises ``SftuneError`` for a reference without a registry."""
+    from .registry import parse_ref
+
+    bundle = Path(champion).expanduser()
+    if registry is not None and not B.is_bundle(bundle):
+        ref_name, ref = parse_ref(str(champion))
+        version = registry.get(ref_name, ref)
+        return Path(version.path), name or ref_name, f"{ref_name}/{version.version}"
+    if registry is not None:
+        name = name or bundle.absolute().name
+        match = [v for v in registry.versions(name) if Path(v.path) == bundle.absolute()]
+        return bundle, name, f"{name}/{match[0].version}" if match else None
+    if not B.is_bundle(bundle):
+        raise SftuneError(f"champion '{champion}' is not a bundle folder; a registry reference needs a registry "
+                          f"(--registry, or registry= in Python)")
+    return bundle, name, None
+
+
 def run_update(champion: str | Path, new_data: str | Path, out: str | Path, gate: Gate | None = None,
                registry: Any = None, name: str | None = None, champion_ref: str | None = None,
                replay_ratio: float | None = None, val_fraction: float = 0.2, seed: int = 0,
