@@ -217,3 +217,32 @@ def test_lp_ft_fits_the_head_on_cached_features_before_fine_tuning(digits_split_
     before, after, probe_acc = map(float, re.search(r"loss ([\d.]+) -> ([\d.]+), val acc ([\d.]+)", out).groups())
     assert after < 0.5 * before and probe_acc >= 0.8  # converged far below the initial head's loss
     assert run.metrics["epochs_run"] == 2 and run.config.strategy.name == "lp_ft"
+
+
+def test_workers_do_not_change_results_and_resume_is_exact_with_them(digits_dir, tmp_path, monkeypatch):
+    """Issue 17 item 16: augmentation, dropout and the training order depend on (seed, epoch, index)
+    only. Before: --workers 0 reseeded the training process's generators per sample (other dropout
+    masks than with workers), and a resumed run with workers replayed the previous epoch's order."""
+    import lightning as L
+
+    common = dict(strategy="full", train__epochs=3, train__lr=0.01, train__patience=0, model__drop_rate=0.3,
+                  data__hflip=True, data__color_jitter=0.4, trainer__deterministic=True)
+
+    def val_losses(run):
+        return [h["val/loss"] for h in run.metrics["history"]]
+
+    no_workers = val_losses(tiny_run(digits_dir, tmp_path / "w0", data__num_workers=0, **common))
+    with_workers = val_losses(tiny_run(digits_dir, tmp_path / "w2", data__num_workers=2, **common))
+    assert with_workers == no_workers
+
+    class Crash(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise RuntimeError("simulated crash")
+
+    out = tmp_path / "crashy"
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="simulated crash"):
+        with_callbacks(patch, Crash())
+        tiny_run(digits_dir, out, data__num_workers=2, **common)
+    resumed = sftune.finetune(out=out, resume=True)
+    assert val_losses(resumed) == with_workers

@@ -145,8 +145,10 @@ def _mid_epoch(last: Path, proc, epochs_done: int) -> None:
 
 def test_sigint_then_kill_9_then_resume_match_the_uninterrupted_run(tmp_path, bad_input):
     data = write_digits(tmp_path / "digits", per_class=60)  # 144 train / 36 val; ~1 s per epoch at 64 px
+    # Default DataLoader workers (2 here): they prefetch the first batches before Lightning sets the
+    # sampler's epoch, and that is where a resumed run used to take the previous epoch's order.
     common = ["--data", data, "--model", "timm:test_efficientnet", "--set", "model.pretrained=false",
-              "--image-size", "64", "--workers", "0", "--batch-size", "4", "--no-progress", "--accelerator", "cpu",
+              "--image-size", "64", "--batch-size", "4", "--no-progress", "--accelerator", "cpu",
               "--strategy", "full", "--epochs", "4", "--patience", "0", "--seed", "7",
               "--set", "trainer.deterministic=true", "--json"]
     reference = sftune_subprocess("train", *common, "--out", tmp_path / "reference")

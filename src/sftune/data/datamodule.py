@@ -10,14 +10,15 @@ fit before any epoch hook runs, so RNG state restored in a hook comes too late).
 
 from __future__ import annotations
 
+import contextlib
 import os
-import random
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from .. import rng
 from ..errors import SftuneError
 from .images import load_rgb
 from .sources import Sample
@@ -33,6 +34,16 @@ def _mix(*parts: int) -> int:
         x = (x ^ (p + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2))) & 0xFFFFFFFFFFFFFFFF
         x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     return x >> 1
+
+
+def keyed(key: int | tuple[int, int], seed: int) -> tuple[int, ContextManager[Any]]:
+    """``(index, context)`` for a dataset key. ``(index, epoch)`` keys (training, from
+    :class:`EpochShuffle`): the sample's augmentation runs with every generator seeded from
+    ``(seed, epoch, index)``, restored afterwards. Plain ints (evaluation): no seeding."""
+    if isinstance(key, tuple):
+        index, epoch = key
+        return index, rng.seeded(_mix(seed, epoch, index))
+    return key, contextlib.nullcontext()
 
 
 class ImageDataset(Dataset):
@@ -54,19 +65,14 @@ class ImageDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        if isinstance(key, tuple):
-            index, epoch = key
-            sample_seed = _mix(self.seed, epoch, index)
-            random.seed(sample_seed)  # timm's RandomResizedCrop draws from `random`
-            torch.manual_seed(sample_seed)  # torchvision's flips / colour jitter draw from torch
-        else:
-            index = key
+        index, seeded = keyed(key, self.seed)  # timm's RandomResizedCrop draws from `random`, flips/jitter from torch
         sample = self.samples[index]
         try:
             image = self.decoded[index] if self.decoded is not None else load_rgb(sample.path)
         except Exception as e:
             raise SftuneError(f"{sample.path}: could not be read during training ({type(e).__name__}: {e})") from None
-        return self.transform(image), self.class_to_idx.get(sample.label, -1)
+        with seeded:
+            return self.transform(image), self.class_to_idx.get(sample.label, -1)
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -190,13 +196,35 @@ class _EpochAware(L.LightningDataModule):
     # image pooling) cannot normalise a single value per channel in train mode.
     drop_single_last: bool = False
 
+    # The epoch a resumed fit starts with, from the checkpoint (load_state_dict); None for a fresh fit.
+    _resume_epoch: int | None = None
+
     def train_sampler(self) -> EpochShuffle:
         return EpochShuffle(len(self.train_set), self.seed)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint. Checkpoints are written at the end of an epoch, so a fit
+        resumed from this one starts with the next epoch."""
+        trainer = getattr(self, "trainer", None)
+        return {"next_epoch": trainer.current_epoch + 1} if trainer is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning restores the datamodule before it builds the train loader, but the loops'
+        epoch counter only after: ``trainer.current_epoch`` still reads 0 there."""
+        self._resume_epoch = state_dict.get("next_epoch")
+
+    def _first_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        if self._resume_epoch is not None:  # a checkpoint of an older sftune holds no next_epoch
+            epoch, self._resume_epoch = max(epoch, self._resume_epoch), None
+        return epoch
+
     def train_dataloader(self) -> DataLoader:
         sampler = self.train_sampler()
-        trainer = getattr(self, "trainer", None)
-        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        # With DataLoader workers the first batches are fetched (keys and all) as soon as the
+        # iterator exists, before Lightning's set_epoch: the sampler must start at the right epoch.
+        sampler.set_epoch(self._first_epoch())
         drop_last = self.drop_single_last and len(sampler) % self.batch_size == 1 and len(sampler) > 1
         return make_loader(self.train_set, self.batch_size, self.num_workers, sampler, self.collate_fn, drop_last)
 

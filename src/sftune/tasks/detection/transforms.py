@@ -29,7 +29,6 @@ uninterrupted one saw.
 
 from __future__ import annotations
 
-import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -39,7 +38,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ...data.datamodule import _mix
+from ...data.datamodule import keyed
 from ...data.images import load_rgb
 from ...errors import SftuneError
 from .data import BoxSample, BoxTarget
@@ -212,23 +211,19 @@ class DetectionDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
-        if isinstance(key, tuple):
-            index, epoch = key
-            sample_seed = _mix(self.seed, epoch, index)
-            random.seed(sample_seed)
-            torch.manual_seed(sample_seed)  # v2 transforms draw from torch
-        else:
-            index = key
+        index, seeded = keyed(key, self.seed)  # v2 transforms draw from torch
         sample = self.samples[index]
         image = self.decoded[index] if self.decoded is not None else _read_image(sample)
         h, w = image.shape[:2]
         target = sample.target if sample.target is not None else BoxTarget.empty()
         _check_inside(sample, target, h, w)
         boxes = tv_tensors.BoundingBoxes(torch.from_numpy(target.boxes.copy()), format="XYXY", canvas_size=(h, w))
-        out_image, out = self.transform(
-            tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
-            {"boxes": boxes, "labels": torch.from_numpy(target.labels.copy()),
-             "difficult": torch.from_numpy(target.difficult.copy()), "iscrowd": torch.from_numpy(target.iscrowd.copy())})
+        with seeded:
+            out_image, out = self.transform(
+                tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
+                {"boxes": boxes, "labels": torch.from_numpy(target.labels.copy()),
+                 "difficult": torch.from_numpy(target.difficult.copy()),
+                 "iscrowd": torch.from_numpy(target.iscrowd.copy())})
         out = dict(out)
         out["boxes"] = torch.as_tensor(out["boxes"], dtype=torch.float32).reshape(-1, 4)
         out["image_id"] = index

@@ -10,7 +10,6 @@ does not depend on worker count and a resumed run sees what the uninterrupted on
 from __future__ import annotations
 
 import math
-import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -21,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ...data.datamodule import _mix
+from ...data.datamodule import keyed
 from ...data.images import load_rgb
 from ...errors import SftuneError
 from .data import MaskReader, MaskSample
@@ -191,16 +190,11 @@ class SegmentationDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(key, tuple):
-            index, epoch = key
-            sample_seed = _mix(self.seed, epoch, index)
-            random.seed(sample_seed)
-            torch.manual_seed(sample_seed)  # v2 transforms draw from torch
-        else:
-            index = key
+        index, seeded = keyed(key, self.seed)  # v2 transforms draw from torch
         image, mask = self.decoded[index] if self.decoded is not None else _read_pair(self.samples[index], self.reader)
-        return self.transform(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
-                              tv_tensors.Mask(torch.from_numpy(mask)))
+        with seeded:
+            return self.transform(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
+                                  tv_tensors.Mask(torch.from_numpy(mask)))
 
 
 # ----------------------------------------------------------------------------- batching
