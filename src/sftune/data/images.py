@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,35 @@ def inspect_image(path: Path) -> tuple[str | None, str | None]:
     except Exception as e:  # PIL raises many types for broken files
         return None, f"not a readable image ({type(e).__name__}: {str(e)[:80]})"
     return digest, None
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """What a dataset scan needs to know about one image file without decoding it for training."""
+
+    digest: str  # sha256 of the file's bytes (duplicates, fingerprints)
+    size: tuple[int, int]  # (width, height) in pixels as load_rgb gives it (EXIF orientation applied)
+    stored_size: tuple[int, int]  # (width, height) as stored in the file
+    orientation: int  # EXIF orientation 1-8 (1 = upright; 5-8 turn the image by 90 degrees)
+
+
+def scan_image(path: Path) -> ImageScan | str:
+    """The :class:`ImageScan` of ``path``, or the reason it cannot be used (one line, for the skip list)."""
+    digest, reason = inspect_image(path)
+    if reason is not None:
+        return reason
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            # PIL decodes a whole PNG to look for an eXIf chunk after the pixels; only pay that
+            # when the file has one (rare), else the scan would decode every PNG twice.
+            if im.format != "PNG" or "exif" in im.info or b"eXIf" in path.read_bytes():
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+            else:
+                orientation = 1
+    except Exception as e:
+        return f"not a readable image ({type(e).__name__}: {str(e)[:80]})"
+    orientation = orientation if 1 <= orientation <= 8 else 1
+    upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    assert digest is not None
+    return ImageScan(digest, upright, (w, h), orientation)

@@ -93,10 +93,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from ...data.checks import keep_copies_together, leakage_warnings
-from ...data.images import inspect_image, is_image_file
+from ...data.images import ImageScan, is_image_file, scan_image
 from ...data.labels import align_to_classes, class_key, class_name, merge_variants, variant_warnings
 from ...data.sources import VAL_DIR_NAMES, Sample, _fingerprint, _inside, _walk_files
 from ...errors import SftuneError
@@ -937,33 +936,6 @@ def _read_source(root: Path, fmt: str | None, allow_outside_root: bool, classes:
 # ----------------------------------------------------------------------------- images
 
 
-@dataclass
-class _ImageScan:
-    digest: str
-    size: tuple[int, int]  # (width, height) as load_rgb gives it (EXIF orientation applied)
-    stored_size: tuple[int, int]
-    orientation: int
-
-
-def _scan_image(path: Path) -> _ImageScan | str:
-    digest, reason = inspect_image(path)
-    if reason is not None:
-        return reason
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            # PIL decodes a whole PNG to find an eXIf chunk after the pixels: only when there is one.
-            if im.format != "PNG" or "exif" in im.info or b"eXIf" in path.read_bytes():
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-            else:
-                orientation = 1
-    except Exception as e:
-        return f"not a readable image ({type(e).__name__}: {str(e)[:80]})"
-    orientation = orientation if 1 <= orientation <= 8 else 1
-    upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    return _ImageScan(digest, upright, (w, h), orientation)  # type: ignore[arg-type]
-
-
 def _stored_to_displayed(boxes: np.ndarray, orientation: int, stored: tuple[int, int]) -> np.ndarray:
     """Boxes (N, 4) xyxy on an image's stored pixels -> on the image as ``exif_transpose`` shows it.
 
@@ -1126,7 +1098,7 @@ def find_labeled_boxes(
     # --- one pass over every image (PIL decoding releases the GIL) ---
     image_paths = list(dict.fromkeys(r.image for r in records))
     with ThreadPoolExecutor(max_workers=8) as pool:
-        scans = dict(zip(image_paths, pool.map(_scan_image, image_paths)))
+        scans = dict(zip(image_paths, pool.map(scan_image, image_paths)))
     for p, scan in scans.items():
         if isinstance(scan, str):
             faults.append(_Fault(str(p), scan, "unreadable image", True))
@@ -1216,7 +1188,7 @@ def find_labeled_boxes(
                         sizes=sizes, box_stats=stats)  # type: ignore[arg-type]
 
 
-def _build_target(r: _Record, scan: _ImageScan, name_index: dict[str, int], classes: list[str],
+def _build_target(r: _Record, scan: ImageScan, name_index: dict[str, int], classes: list[str],
                   faults: list[_Fault]) -> BoxTarget:
     """Checked boxes of one record on its displayed image (drops, clips, turns: each a fault)."""
     w, h = scan.size

@@ -49,7 +49,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ...data.checks import leakage_warnings
-from ...data.images import MAX_PIXELS, inspect_image, is_image_file
+from ...data.images import MAX_PIXELS, ImageScan, is_image_file, scan_image
 from ...data.sources import VAL_DIR_NAMES, Sample, _fingerprint, _inside, _walk_files
 from ...errors import SftuneError
 
@@ -477,33 +477,6 @@ class _MaskScan:
     palette: list[int] | None = None  # flat RGB palette of a 'P' mask, for the colormap
 
 
-@dataclass
-class _ImageScan:
-    digest: str
-    size: tuple[int, int]  # (width, height) as load_rgb gives it (EXIF orientation applied)
-    stored_size: tuple[int, int]  # as stored in the file
-    orientation: int
-
-
-def _scan_image(path: Path) -> _ImageScan | str:
-    digest, reason = inspect_image(path)
-    if reason is not None:
-        return reason
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            # PIL decodes a whole PNG to look for an eXIf chunk after the pixels; only pay that
-            # when the file has one (rare), else the scan would decode every PNG twice.
-            if im.format != "PNG" or "exif" in im.info or b"eXIf" in path.read_bytes():
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-            else:
-                orientation = 1
-    except Exception as e:
-        return f"not a readable image ({type(e).__name__}: {str(e)[:80]})"
-    upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # 5-8 turn the image by 90 degrees
-    return _ImageScan(digest, upright, (w, h), orientation)  # type: ignore[arg-type]
-
-
 def _scan_mask(path: Path) -> _MaskScan | str:
     try:
         data = path.read_bytes()
@@ -607,12 +580,12 @@ def find_labeled_masks(
     with ThreadPoolExecutor(max_workers=8) as pool:
         image_paths = list(dict.fromkeys(s.image for s in pairs))
         mask_paths = list(dict.fromkeys(s.mask for s in pairs if s.mask is not None))
-        image_results, mask_results = pool.map(_scan_image, image_paths), pool.map(_scan_mask, mask_paths)  # all queued
+        image_results, mask_results = pool.map(scan_image, image_paths), pool.map(_scan_mask, mask_paths)  # all queued
         image_scans = dict(zip(image_paths, image_results))
         mask_scans = dict(zip(mask_paths, mask_results))
 
     def usable(s: MaskSample) -> bool:
-        return isinstance(image_scans[s.image], _ImageScan) and isinstance(mask_scans[s.mask], _MaskScan)  # type: ignore[index]
+        return isinstance(image_scans[s.image], ImageScan) and isinstance(mask_scans[s.mask], _MaskScan)  # type: ignore[index]
 
     for s in pairs:
         for p, scan in ((s.image, image_scans[s.image]), (s.mask, mask_scans[s.mask])):  # type: ignore[index]
@@ -623,7 +596,7 @@ def find_labeled_masks(
     bad: set[MaskSample] = set()
     for s in filter(usable, pairs):
         img, msk = image_scans[s.image], mask_scans[s.mask]  # type: ignore[index]
-        assert isinstance(img, _ImageScan) and isinstance(msk, _MaskScan)
+        assert isinstance(img, ImageScan) and isinstance(msk, _MaskScan)
         if msk.size == img.size:
             continue
         bad.add(s)
