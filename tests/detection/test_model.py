@@ -401,3 +401,33 @@ def test_fcos_learns_coloured_rectangles():
             metric.update(net(imgs), tgts)  # 0-based labels on both sides
         scores.append(float(metric.compute()["map_50"]))
     assert scores[0] > 0.5 and scores[1] > 0.3, f"mAP50 train {scores[0]:.3f}, unseen {scores[1]:.3f}"
+
+
+def test_training_defaults_reach_the_detector_and_task_torchvision_wins():
+    """The CPU speed knobs (128 training RoIs, 300 test proposals) come from the task options, are
+    saved with the bundle's model config, and ``task.torchvision`` overrides them; the detection
+    module's default LR is a tenth of the strategy's (its AdamW defaults made box losses diverge)."""
+    from sftune.config import StrategyConfig, TrainConfig
+    from sftune.strategies import create_strategy
+    from sftune.tasks.detection.module import Detector
+    from sftune.tasks.detection.pipeline import detector_options
+    from sftune.tasks.detection.task import DetectionOptions
+
+    chosen = detector_options(DetectionOptions())
+    assert chosen == {"box_batch_size_per_image": 128, "rpn_post_nms_top_n_test": 300}
+    net = build_detector("faster_rcnn", TINY, num_classes=2, **SMALL, options=chosen)
+    assert net.detector.roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    assert net.detector.rpn._post_nms_top_n["testing"] == 300
+    assert net.config()["options"] == chosen
+    assert rebuild_detector(json.loads(json.dumps(net.config()))).detector.rpn._post_nms_top_n["testing"] == 300
+
+    mine = detector_options(DetectionOptions(rois_per_image=64, torchvision={"rpn_post_nms_top_n_test": 500,
+                                                                             "rpn_batch_size_per_image": 64}))
+    assert mine == {"box_batch_size_per_image": 64, "rpn_post_nms_top_n_test": 500, "rpn_batch_size_per_image": 64}
+    assert detector_options(DetectionOptions(detector="fcos")) == {}  # no RoIs, no proposals
+    with pytest.raises(SftuneError, match="unknown option 'rpn_batch_size'"):
+        build_detector("faster_rcnn", TINY, num_classes=2, **SMALL, options={"rpn_batch_size": 64})
+
+    strategy = create_strategy(StrategyConfig(name="linear_probe"))
+    assert Detector(net, strategy, TrainConfig()).lr == pytest.approx(strategy.default_lr / 10)
+    assert Detector(net, create_strategy(StrategyConfig(name="linear_probe")), TrainConfig(lr=0.01)).lr == 0.01
