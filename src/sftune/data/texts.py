@@ -826,9 +826,10 @@ def _file_looks_textual(path: Path) -> bool:
 
 
 def _label_first_prose(lines: list[str]) -> bool:
-    """Lines of '<class> <text>': a short first word, then several words."""
+    """Lines of '<class> <text>': a short first word, then words (several, on most lines)."""
     parts = [line.split(None, 1) for line in lines]
-    return bool(parts) and all(len(p) == 2 and len(p[0]) <= 40 and " " in p[1].strip() for p in parts)
+    return (bool(parts) and all(len(p) == 2 and len(p[0]) <= 40 for p in parts)
+            and sum(" " in p[1].strip() for p in parts) >= 0.8 * len(parts))
 
 
 def _looks_textual(columns: list[str], rows: list[list]) -> bool:

@@ -82,6 +82,19 @@ class TextPipeline(Pipeline):
         # worker processes would only add start-up time and a tokenizer copy each.
         self.workers = 0
         self.collator = TextCollator(self.backbone.tokenizer, c.max_length, c.truncation_side)
+        self.truncated = self._count_long()
+
+    def _count_long(self) -> dict[str, int]:
+        """Training and validation texts longer than max_length tokens (truncated), said in one line."""
+        c, d = self.config.data, self.data
+        counts = {side: sum(self.collator.too_long([s.text for s in samples], [s.text_pair for s in samples]))
+                  for side, samples in (("train", d.train), ("val", d.val))}
+        if counts["train"] or counts["val"]:
+            cut = "end" if c.truncation_side == "right" else "start"
+            self.log(f"warning: {counts['train']} of {len(d.train)} training and {counts['val']} of {len(d.val)} "
+                     f"validation texts are longer than --max-length {c.max_length} tokens and are truncated (their "
+                     f"{cut} is not read); raise --max-length, or eval/predict with --long-texts windows")
+        return counts
 
     def describe(self) -> str:
         d = self.data
@@ -148,6 +161,7 @@ class TextPipeline(Pipeline):
             "columns": data.columns,
             "warnings": [{"path": w, "problem": p} for w, p in data.warnings],
             "split": data.split,
+            "truncated": {**self.truncated, "max_length": config.data.max_length},
         }
 
 

@@ -99,6 +99,7 @@ from ...data.checks import keep_copies_together, leakage_warnings
 from ...data.images import inspect_image, is_image_file
 from ...data.labels import align_to_classes, class_key, class_name, merge_variants, variant_warnings
 from ...data.sources import VAL_DIR_NAMES, Sample, _fingerprint, _inside, _walk_files
+from ...data.tables import file_delimiter, manifest_path, missing_paths_hint
 from ...errors import SftuneError
 
 FORMATS = ("voc", "coco", "yolo", "csv")
@@ -364,8 +365,7 @@ def _csv_header(path: Path) -> set[str]:
             first = fh.readline()
     except (OSError, UnicodeDecodeError):
         return set()
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    return {h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])}
+    return {h.strip().lower() for h in next(csv.reader([first], delimiter=file_delimiter(path)), [])}
 
 
 def _is_box_csv(path: Path) -> bool:
@@ -834,7 +834,7 @@ def _read_csv(path: Path, allow_outside_root: bool) -> _Source:
             raise SftuneError(f"'{path}': expected one CSV with path,xmin,ymin,xmax,ymax,label columns, found "
                               f"{len(found)}; pass the CSV file itself")
         path = found[0]
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = file_delimiter(path)  # a ';'-separated .csv is read as such
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
@@ -865,8 +865,7 @@ def _read_csv(path: Path, allow_outside_root: bool) -> _Source:
         where = f"{path} line {line_no}"
         if not row[path_col]:
             raise SftuneError(f"'{path}' line {line_no}: empty {path_col}; every row needs an image")
-        file = Path(row[path_col])
-        file = file if file.is_absolute() else path.parent / file
+        file = manifest_path(row[path_col], path.parent)  # Windows '\' separators too
         if not allow_outside_root and not _inside(file, root):
             raise SftuneError(f"'{path}' line {line_no}: '{row[path_col]}' points outside the CSV's folder {root}; "
                               f"move the CSV up to a folder that holds the data, or allow it with "
@@ -1327,7 +1326,7 @@ def _log_faults(faults: list[_Fault], n_skipped: int, n_warnings: int, log: Call
 
 def _no_images(root: Path, source: _Source, faults: list[_Fault]) -> None:
     first = next((f for f in faults if f.skip), None)
-    why = f"; first problem: {first.where}: {first.reason}" if first else ""
+    why = f"; first problem: {first.where}: {first.reason}{missing_paths_hint([first.reason])}" if first else ""
     raise SftuneError(f"no usable training images under '{root}' ({FORMAT_NAMES[source.format]}: "
                       f"{source.description}){why}")
 
