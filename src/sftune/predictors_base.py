@@ -42,6 +42,20 @@ class CliInputs:
     text_pair_column: Any = None  # text: the second-text column of sentence pairs
     long_texts: str | None = None  # text: "truncate" or "windows" (mean over windows of max_length tokens)
 
+    def text_flags(self) -> dict[str, Any]:
+        """The options on how to read texts (flag -> value): refused by bundles that read none."""
+        return {"--text-column": self.column, "--label-column": self.label_column,
+                "--text-pair-column": self.text_pair_column, "--long-texts": self.long_texts}
+
+    def apply_to(self, predictor: Any, bundle: str | Path) -> None:
+        """Hand these options to ``predictor.use_inputs``; a predictor without one reads no texts
+        and refuses the text flags in one line."""
+        use = getattr(predictor, "use_inputs", None)
+        if use is not None:
+            use(self)
+        else:
+            self.refuse(Path(bundle), "does not read texts", **self.text_flags())
+
     def refuse(self, bundle: Path, what: str, **flags: Any) -> None:
         """One line naming the first given flag among ``flags`` (flag -> value) that ``bundle`` does not take."""
         from .errors import SftuneError
@@ -74,9 +88,7 @@ class BundlePredictor:
     def use_inputs(self, given: CliInputs) -> None:
         """Take the command line's options on how to read inputs (``sftune eval`` and ``predict``:
         text columns, long texts); a bundle that reads none refuses them in one line."""
-        given.refuse(self.path, "does not read texts", **{
-            "--text-column": given.column, "--label-column": given.label_column,
-            "--text-pair-column": given.text_pair_column, "--long-texts": given.long_texts})
+        given.refuse(self.path, "does not read texts", **given.text_flags())
 
     def outputs(self, data: Any, batch_size: int = 64, num_workers: int = 0, strict: bool = False,
                 features: bool = False) -> Any:

@@ -370,6 +370,18 @@ def test_windows_separators_in_manifests(tmp_path, bad_input):
     assert all(s.image.is_file() for s in _read_manifest(seg, False).train)
     bad_input("a segmentation manifest written on Windows", "handled")
 
+    from sftune.tasks.detection.data import _read_coco
+
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"train\\{p.parent.name}\\{p.name}", "width": 8, "height": 8}
+                   for i, p in enumerate(files)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 4, 4]} for i in range(len(files))],
+        "categories": [{"id": 1, "name": "digit"}]}), encoding="utf-8")
+    source = _read_coco(coco)
+    assert len(source.records) == 15 and source.faults == [] and all(r.image.is_file() for r in source.records)
+    bad_input("a COCO file written on Windows (file_name with '\\')", "handled")
+
 
 # ------------------------------------------------------------------------ 12: train/ and test/
 

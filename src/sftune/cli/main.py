@@ -321,8 +321,8 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
     from ..predictors_base import CliInputs
 
     given = CliInputs(column=column, label_column=label_column, text_pair_column=text_pair_column, long_texts=long_texts)
-    for m in models:
-        m.use_inputs(given)  # text columns, long texts; refused by bundles that read no texts
+    for m, b in zip(models, bundles):
+        given.apply_to(m, b)  # text columns, long texts; refused by bundles that read no texts
     outputs = [m.outputs(data, batch_size=batch_size, strict=strict) for m in models]
     for note in dict.fromkeys(n for o in outputs for n in getattr(o, "notes", [])):  # e.g. texts truncated
         output.info_err(f"warning: {note}")
@@ -422,7 +422,7 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
 
     given = CliInputs(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir, draw,
                       min_score, text_pair_column=text_pair_column, long_texts=long_texts)
-    model.use_inputs(given)  # text columns, long texts; refused by bundles that read no texts
+    given.apply_to(model, bundle)  # text columns, long texts; refused by bundles that read no texts
     predictions = model.run_cli(given)  # the bundle's predictor reads its own inputs, refuses the rest
     for note in getattr(model, "notes", []):  # e.g. texts longer than the model reads, truncated
         output.info_err(f"warning: {note}")

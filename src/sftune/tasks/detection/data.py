@@ -618,7 +618,7 @@ def _read_coco(root: Path) -> _Source:
                                      "listed twice", True))
                 continue
             seen_names[name] = im["id"]
-            path = next((d / name for d in folders if (d / name).is_file()), None)
+            path = next((p for d in folders if (p := manifest_path(name, d)).is_file()), None)  # Windows '\' separators too
             if path is None:
                 by_id[im["id"]] = None  # type: ignore[assignment]
                 faults.append(_Fault(f"{f} (image id {im['id']})", f"its image '{name}' is missing (looked in "
