@@ -30,11 +30,10 @@ from conftest import SHARED_DATA, write_digits
 from sftune import bundle as B
 from sftune.cli.main import cli
 from sftune.data.sources import find_labeled_images, find_unlabeled_images
-from sftune.data.texts import find_labeled_texts, is_text_data, read_labeled_texts
+from sftune.data.texts import find_labeled_texts, is_text_data
 from sftune.errors import SftuneError
 
 from .conftest import assert_clear_error, cli_run, train_args
-from conftest import TINY_FLAGS
 
 SST2 = SHARED_DATA / "SST-2"
 SRC = Path(__file__).resolve().parents[2] / "src" / "sftune"
