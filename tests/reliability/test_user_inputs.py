@@ -419,6 +419,23 @@ def test_a_class_named_train_and_a_train_test_layout(tmp_path, bad_input):
     assert texts.split["method"] == "stratified" and "test.tsv' is not used" in texts.split["notes"][0]
     bad_input("a text folder with train and test files", "warning")
 
+    from sftune.tasks.detection.data import _read_yolo
+    from sftune.tasks.segmentation.data import _read_source as read_segmentation
+
+    seg = tmp_path / "seg"
+    for side in ("images", "masks"):
+        write_digits(seg / side / "train", classes=(0,), per_class=3)
+    write_digits(seg / "images" / "test", classes=(0,), per_class=2)
+    assert "images/test/ not used for training" in read_segmentation(seg, False).description
+    yolo = tmp_path / "yolo"
+    write_digits(yolo / "images" / "train", classes=(0,), per_class=3)
+    write_digits(yolo / "images" / "test", classes=(0,), per_class=2)
+    for f in (yolo / "images" / "train" / "0").iterdir():
+        (yolo / "labels" / "train" / "0").mkdir(parents=True, exist_ok=True)
+        (yolo / "labels" / "train" / "0" / f"{f.stem}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    assert _read_yolo(yolo).notes == ["images/test/ is not used (test images; pass them to sftune eval)"]
+    bad_input("segmentation and YOLO layouts with a test/ split", "warning")
+
 
 # ------------------------------------------------------------------------ 13: '<class> <text>' and fastText
 

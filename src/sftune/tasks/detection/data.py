@@ -790,6 +790,9 @@ def _read_yolo(root: Path, given_classes: list[str] | None = None) -> _Source:
                                               f"({names_source}); dropped", "unknown class", True))
         r.objects = kept
     given = any(split == "val" for split, _, _ in dirs)
+    test_dirs = [d for d in (base / "images" / "test", base / "test" / "images") if d.is_dir()]
+    if test_dirs:  # said, not silently dropped
+        notes.append(f"{_relative(test_dirs[0], base)}/ is not used (test images; pass them to sftune eval)")
     layout = " + ".join(sorted({f"{_relative(i, base)}/ + {_relative(lab, base)}/" for _, i, lab in dirs}))
     return _Source(records, faults, "yolo", layout, given, names, names_source, notes=notes)
 

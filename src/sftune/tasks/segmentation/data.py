@@ -323,7 +323,8 @@ def _read_source(root: Path, allow_outside_root: bool) -> _Source:
                     val, val_faults = _pair_folders(images / name, masks / name)
                     faults += val_faults
                     break
-            return _Source(train, val, faults, "images/train + masks/train layout")
+            ignored = " (images/test/ not used for training)" if (images / "test").is_dir() else ""
+            return _Source(train, val, faults, f"images/train + masks/train layout{ignored}")
         train, faults = _pair_folders(images, masks)
         return _Source(train, None, faults, "images/ + masks/ layout")
     if root.is_file():
