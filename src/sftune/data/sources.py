@@ -387,9 +387,6 @@ def _has_subfolders(folder: Path) -> bool:
         return True  # unreadable: scan_class_folders names the problem
 
 
-IMAGE_LAYOUTS = "an image folder (<class>/<image> or train/<class>/...) or a .csv/.tsv manifest with path,label columns"
-
-
 def _not_a_manifest(path: Path) -> str:
     """Why a file given as image data cannot be read, and what would be (images or texts)."""
     from .texts import ACCEPTED
