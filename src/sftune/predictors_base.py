@@ -32,12 +32,29 @@ class CliInputs:
     texts: list[str] = field(default_factory=list)
     pairs: list[str] = field(default_factory=list)
     text_file: str | None = None
-    column: Any = None
+    column: Any = None  # --text-column (predict's older --column): the text column of --file / eval data
     top_k: int = 1
     batch_size: int = 64
     out_dir: str | None = None  # segmentation: masks and overlays
     draw: str | None = None  # detection: images with boxes drawn
     min_score: float | None = None  # detection: lowest box score kept
+    label_column: Any = None  # eval, text: the label column of --data
+    text_pair_column: Any = None  # text: the second-text column of sentence pairs
+    long_texts: str | None = None  # text: "truncate" or "windows" (mean over windows of max_length tokens)
+
+    def text_flags(self) -> dict[str, Any]:
+        """The options on how to read texts (flag -> value): refused by bundles that read none."""
+        return {"--text-column": self.column, "--label-column": self.label_column,
+                "--text-pair-column": self.text_pair_column, "--long-texts": self.long_texts}
+
+    def apply_to(self, predictor: Any, bundle: str | Path) -> None:
+        """Hand these options to ``predictor.use_inputs``; a predictor without one reads no texts
+        and refuses the text flags in one line."""
+        use = getattr(predictor, "use_inputs", None)
+        if use is not None:
+            use(self)
+        else:
+            self.refuse(Path(bundle), "does not read texts", **self.text_flags())
 
     def refuse(self, bundle: Path, what: str, **flags: Any) -> None:
         """One line naming the first given flag among ``flags`` (flag -> value) that ``bundle`` does not take."""
@@ -64,6 +81,14 @@ class BundlePredictor:
         self.classes: list[str] = [unicodedata.normalize("NFC", c) for c in self.labels["classes"]]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.bf16 = inference_bf16(self.device, precision, convolutional=self.convolutional)  # see precision.py
+        self.notes = []
+
+    notes: list[str]  # what the last predict/outputs call changed about its inputs (warned by the CLI)
+
+    def use_inputs(self, given: CliInputs) -> None:
+        """Take the command line's options on how to read inputs (``sftune eval`` and ``predict``:
+        text columns, long texts); a bundle that reads none refuses them in one line."""
+        given.refuse(self.path, "does not read texts", **given.text_flags())
 
     def outputs(self, data: Any, batch_size: int = 64, num_workers: int = 0, strict: bool = False,
                 features: bool = False) -> Any:

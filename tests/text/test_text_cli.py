@@ -145,8 +145,13 @@ def test_predict_from_a_txt_file(text_bundle, tmp_path):
     lines = tmp_path / "lines.txt"
     lines.write_text("a gripping, beautiful film\r\n\n   \ndull and far too long\nthe cast is wonderful\n", encoding="utf-8")
     items = json_out(invoke("predict", path, "--file", lines, "--json", "--top-k", "2"))
-    assert [i["text"] for i in items] == ["a gripping, beautiful film", "dull and far too long", "the cast is wonderful"]
-    assert all(len(i["top_k"]) == 2 and abs(sum(t["score"] for t in i["top_k"]) - 1) < 1e-4 for i in items)
+    # One record per line (issue 17 item 7): the blank lines 2 and 3 get a null prediction in place.
+    assert [i["text"] for i in items] == ["a gripping, beautiful film", "", "   ", "dull and far too long",
+                                          "the cast is wonderful"]
+    assert [i["line"] for i in items] == [1, 2, 3, 4, 5]
+    assert [i["label"] is None and i["skipped"].startswith("empty text") for i in items] == [False, True, True, False, False]
+    predicted = [i for i in items if i["label"] is not None]
+    assert all(len(i["top_k"]) == 2 and abs(sum(t["score"] for t in i["top_k"]) - 1) < 1e-4 for i in predicted)
 
 
 def test_predict_from_a_csv_column_matches_eval(text_bundle, tmp_path, sst):
@@ -191,7 +196,11 @@ def test_predict_text_bundle_with_image_paths_is_an_error(text_bundle, digits_di
 def test_predict_text_bundle_without_inputs_or_with_empty_text(text_bundle):
     path, _ = text_bundle
     assert_user_error(invoke("predict", path), "nothing to classify", "--text")
-    assert_user_error(invoke("predict", path, "--text", "fine", "--text", "   "), "text 2 of 2 is empty")
+    # An empty text gets a null prediction with the reason, in place (issue 17 item 7); all empty: an error.
+    items = json_out(invoke("predict", path, "--text", "fine", "--text", "   ", "--json"))
+    assert [i["index"] for i in items] == [1, 2] and items[0]["label"] is not None
+    assert items[1]["label"] is None and items[1]["skipped"] == "empty text: nothing to classify"
+    assert_user_error(invoke("predict", path, "--text", "   "), "nothing could be predicted", "text 1", "empty text")
 
 
 def test_predict_missing_file(text_bundle, tmp_path):

@@ -107,6 +107,29 @@ def _column(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
+LONG_TEXTS_HELP = ("Text: texts longer than the model's max length are cut (truncate, default) or read as "
+                   "overlapping windows whose scores are averaged (windows; single texts).")
+
+
+def column_options(command: Any, label: bool = True) -> Any:
+    """``--text-column``/``--text-pair-column`` (and ``--label-column``) of ``eval`` and ``predict``:
+    the names train has, found as train finds them when not given."""
+    options = [
+        click.option("--text-column", "--column", "column", callback=lambda c, p, v: _column(v),
+                     help="Text: column with the text [the training column if present, else text, sentence, ...]; "
+                          "a number for headerless files."),
+        click.option("--text-pair-column", callback=lambda c, p, v: _column(v),
+                     help="Text: second text of sentence pairs [the training column, else sentence2, hypothesis]."),
+        *([click.option("--label-column", callback=lambda c, p, v: _column(v),
+                        help="Text: column with the label(s) [the training column if present, else label, ...].")]
+          if label else []),
+        click.option("--long-texts", type=click.Choice(["truncate", "windows"]), help=LONG_TEXTS_HELP),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def run_options(command: Any) -> Any:
     """The options that describe a run (data, model, strategy, training, hardware)."""
     options = [
@@ -265,8 +288,10 @@ def lr_find(config_file: str | None, sets: tuple[str, ...], no_progress: bool, p
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
               help="auto: bfloat16 where the CPU/GPU has native bf16, else float32.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics (two bundles: the comparison) as JSON.")
+@column_options
 def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bool, bootstrap: int, mistakes: int,
-             batch_size: int, strict: bool, precision: str, as_json: bool) -> None:
+             batch_size: int, strict: bool, precision: str, as_json: bool, column: Any, text_pair_column: Any,
+             label_column: Any, long_texts: str | None) -> None:
     """Evaluate a bundle on labeled data, or compare two bundles on the same data.
 
     \b
@@ -293,10 +318,20 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
         raise SftuneError(f"cannot compare a {tasks[0][0].name} model with a {tasks[1][0].name} model: "
                           f"{bundles[0]} vs {bundles[1]}")
     models = [t.load_predictor(folder, None, precision) for t, folder in tasks]
+    from ..predictors_base import CliInputs
+
+    given = CliInputs(column=column, label_column=label_column, text_pair_column=text_pair_column, long_texts=long_texts)
+    for m, b in zip(models, bundles):
+        given.apply_to(m, b)  # text columns, long texts; refused by bundles that read no texts
     outputs = [m.outputs(data, batch_size=batch_size, strict=strict) for m in models]
+    for note in dict.fromkeys(n for o in outputs for n in getattr(o, "notes", [])):  # e.g. texts truncated
+        output.info_err(f"warning: {note}")
     if len(models) == 1:
         report = task.evaluation_report(outputs[0], bundles[0], data, f"{Path(bundles[0]).absolute().name} on {_data_name(data)}",
                                         bootstrap, mistakes)
+        for note in (report.get("data") or {}).get("notes", []):
+            if note not in getattr(outputs[0], "notes", []):  # e.g. classes without examples
+                output.info_err(f"warning: {note}")
         default_folder = Path(bundles[0]) / "reports" / _data_name(data)
     else:
         report = task.comparison_report(outputs[0], outputs[1], bundles[0], bundles[1], data,
@@ -347,7 +382,6 @@ def _data_name(data: str) -> str:
 @click.option("--pair", "pairs", multiple=True, help="Sentence-pair bundles: the second text of each --text, in order.")
 @click.option("--file", "text_file", type=click.Path(dir_okay=False),
               help="Text bundles: a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet file.")
-@click.option("--column", callback=lambda c, p, v: _column(v), help="Text bundles: the --file column holding the texts [auto].")
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes to show per input.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16"]), default="auto", show_default=True,
@@ -359,10 +393,13 @@ def _data_name(data: str) -> str:
 @click.option("--min-score", type=click.FloatRange(0, 1),
               help="Detection bundles: keep boxes scoring at least this [the bundle's task.min_score].")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON list: classification {path or text, label, score, top_k}; segmentation {path, size, class_fractions, mask}.")
+              help="One JSON list, one record per input: classification {path or index/line and text, label, score, "
+                   "top_k} (label and score null, with 'skipped', for an unreadable file or an empty text); "
+                   "segmentation {path, size, class_fractions, mask}.")
+@lambda command: column_options(command, label=False)  # predict reads no labels
 def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: tuple[str, ...], text_file: str | None,
-            column: Any, top_k: int, batch_size: int, out_dir: str | None, draw: str | None, min_score: float | None,
-            precision: str, as_json: bool) -> None:
+            column: Any, text_pair_column: Any, long_texts: str | None, top_k: int, batch_size: int,
+            out_dir: str | None, draw: str | None, min_score: float | None, precision: str, as_json: bool) -> None:
     """Predict with a bundle: classify images (files, or folders searched for images) or
     texts; segment images into per-pixel class masks.
 
@@ -375,8 +412,8 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
 
     \b
     Exit status: 0 when at least one input was predicted (an input that cannot be
-    read is listed with the reason, in --json as {"skipped": reason}); 2 when
-    none could be, or the command line is wrong.
+    read, or an empty text or blank line of --file, is listed with the reason, in
+    --json as {"skipped": reason}); 2 when none could be, or the command line is wrong.
     """
     from ..predictor import load
 
@@ -384,8 +421,11 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
     from ..predictors_base import CliInputs
 
     given = CliInputs(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir, draw,
-                      min_score)
+                      min_score, text_pair_column=text_pair_column, long_texts=long_texts)
+    given.apply_to(model, bundle)  # text columns, long texts; refused by bundles that read no texts
     predictions = model.run_cli(given)  # the bundle's predictor reads its own inputs, refuses the rest
+    for note in getattr(model, "notes", []):  # e.g. texts longer than the model reads, truncated
+        output.info_err(f"warning: {note}")
     skipped = [p for p in predictions if getattr(p, "skipped", None)]
     if skipped and len(skipped) == len(predictions):
         raise SftuneError(f"nothing could be predicted: all {len(skipped)} input(s) were skipped, e.g. "

@@ -179,7 +179,7 @@ def report_summary(report: dict[str, Any], html_path: Any = None, per_class_rows
             shown.add_column(name if col == score else col, justify="left" if col == "class" else "right")
         for i in order:
             cells = [pc[c][i] for c in cols]
-            shown.add_row(str(pc["class"][i]), *("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+            shown.add_row(str(pc["class"][i]), *("—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
                                                  for v in cells))
         console.print(shown)
     matrix = report.get("confusion_matrix")

@@ -81,6 +81,18 @@ def mixed_label_warnings(source: Path | str, labels: set[str]) -> list[tuple[str
     return []
 
 
+def missing_class_warnings(source: Path | str, classes: list[str], val_labels: set[str]) -> list[tuple[str, str]]:
+    """Classes of training with no validation example: their validation recall and F1 are
+    undefined (reported as null / "—", not 0) and the macro averages leave them out."""
+    missing = [c for c in classes if c not in val_labels]
+    if not missing:
+        return []
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    return [(str(source), f"validation has no example of {len(missing)} class(es): {shown}; their recall and F1 "
+                          f"are undefined (—) and the macro averages leave them out — add validation examples "
+                          f"of them, or let sftune split (no val data)")]
+
+
 # --------------------------------------------------------------------------------- texts
 #
 # Texts are compared by their normalised form (NFC, case-folded, whitespace runs collapsed),

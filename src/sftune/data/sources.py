@@ -29,9 +29,10 @@ from pathlib import Path
 
 from ..errors import SftuneError
 from .checks import (conflicting_label_warnings, duplicate_warnings, keep_copies_together, leakage_warnings,
-                     mixed_label_warnings)
+                     missing_class_warnings, mixed_label_warnings)
 from .images import IMAGE_EXTENSIONS, inspect_image, is_image_file
 from .labels import class_name, normalise_labels
+from .tables import file_delimiter, manifest_path, missing_paths_hint
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 
@@ -71,7 +72,7 @@ def scan_class_folders(root: Path, unused: list[tuple[str, str]] | None = None) 
     followed (see :func:`_walk_files`); whatever is not used — a file that is not an image, a
     link that loops or repeats a folder, a broken link — is appended to ``unused`` as
     ``(path, reason)`` when a list is given. Hidden files and folders (``.DS_Store``,
-    ``.ipynb_checkpoints``) and ``Thumbs.db``/``desktop.ini`` are ignored without a word."""
+    ``.ipynb_checkpoints``), ``Thumbs.db``/``desktop.ini`` and ``__MACOSX/`` are ignored without a word."""
     if not root.is_dir():
         raise SftuneError(f"data folder '{root}' does not exist; pass a folder of class sub-folders or a CSV manifest")
     note = unused.append if unused is not None else (lambda item: None)
@@ -113,11 +114,13 @@ def scan_class_folders(root: Path, unused: list[tuple[str, str]] | None = None) 
 
 
 _NOT_AN_IMAGE = f"not an image file (read: {' '.join(IMAGE_EXTENSIONS)}); not used"
-_LITTER = ("thumbs.db", "desktop.ini")  # written by Windows Explorer into image folders
+# Windows Explorer writes Thumbs.db/desktop.ini into image folders; macOS's zip puts resource
+# forks under __MACOSX/ (its ._x.jpg files are not images, and the folder is never a class).
+_LITTER = ("thumbs.db", "desktop.ini", "__macosx")
 
 
 def _ignored(name: str) -> bool:
-    """Hidden entries and OS litter: never data, never reported."""
+    """Hidden entries and OS or archive litter (``.DS_Store``, ``__MACOSX/``): never data, never reported."""
     return name.startswith(".") or name.lower() in _LITTER
 
 
@@ -182,7 +185,7 @@ def read_manifest(path: Path, allow_outside_root: bool = False) -> tuple[list[Sa
 
     Paths resolve against the manifest's folder; one that lands outside it (``../``, an
     absolute path, a symlink out) is refused unless ``allow_outside_root``."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = file_delimiter(path)  # a ';'-separated .csv is read as such
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
@@ -214,8 +217,7 @@ def read_manifest(path: Path, allow_outside_root: bool = False) -> tuple[list[Sa
         if not row["path"] or not row["label"]:
             raise SftuneError(f"manifest '{path}' line {line_no}: empty path or label (a missing column?); "
                               f"every row needs a path and a label")
-        file = Path(row["path"])
-        file = file if file.is_absolute() else path.parent / file
+        file = manifest_path(row["path"], path.parent)  # train\ants\x.jpg (Windows) is train/ants/x.jpg
         if not allow_outside_root and not _inside(file, root):
             raise SftuneError(
                 f"manifest '{path}' line {line_no}: '{row['path']}' points outside the manifest's folder {root}; "
@@ -288,7 +290,8 @@ def find_labeled_images(
     if not root.exists():
         raise SftuneError(f"data path '{root}' does not exist; pass an image folder or a CSV manifest with --data")
     unused: list[tuple[str, str]] = []
-    train, val = _read_source(root, allow_outside_root=allow_outside_root, unused=unused)
+    notes: list[str] = []
+    train, val = _read_source(root, allow_outside_root=allow_outside_root, unused=unused, notes=notes)
     if val_path is not None:
         val_root = Path(val_path).expanduser()
         if not val_root.exists():
@@ -296,6 +299,8 @@ def find_labeled_images(
         val, _ = _read_source(val_root, allow_nested=False, allow_outside_root=allow_outside_root, unused=unused)
 
     train, skipped, digests = check_images(train, strict)
+    if not train:
+        raise SftuneError(_nothing_readable(root, skipped))
     if val is not None:
         val, skipped_val, val_digests = check_images(val, strict)
         skipped += skipped_val
@@ -321,6 +326,8 @@ def find_labeled_images(
             split["copies_kept_in_train"] = moved
     else:
         split = {"method": "given", "source": str(val_path or root)}
+    if notes:
+        split["notes"] = notes
     if not val:
         raise SftuneError(f"no validation images: add {root}/val/<class>/... or more images per class")
     unseen = sorted({s.label for s in val} - set(classes))
@@ -331,7 +338,8 @@ def find_labeled_images(
         )
     warnings = (unused + name_warnings + leakage_warnings(train, val, digests)
                 + conflicting_label_warnings(train + val, digests) + duplicate_warnings(train, digests, "training")
-                + duplicate_warnings(val, digests, "validation") + mixed_label_warnings(root, set(classes)))
+                + duplicate_warnings(val, digests, "validation") + mixed_label_warnings(root, set(classes))
+                + missing_class_warnings(val_path or root, classes, {s.label for s in val}))
     if warnings and strict:
         where, problem = warnings[0]
         raise SftuneError(f"{where}: {problem} (or drop --strict to only warn)")
@@ -342,15 +350,62 @@ def find_labeled_images(
 
 
 def _read_source(root: Path, allow_nested: bool = True, allow_outside_root: bool = False,
-                 unused: list[tuple[str, str]] | None = None) -> tuple[list[Sample], list[Sample] | None]:
+                 unused: list[tuple[str, str]] | None = None,
+                 notes: list[str] | None = None) -> tuple[list[Sample], list[Sample] | None]:
+    """(train samples, val samples or None). How the layout was read, where that is not the
+    obvious reading (test/ used as validation, a class named ``train``), goes to ``notes``."""
+    note = notes.append if notes is not None else (lambda line: None)
     if root.is_file():
         if root.suffix.lower() not in (".csv", ".tsv"):
-            raise SftuneError(f"'{root}' is a file but not a .csv/.tsv manifest; pass a folder or a manifest")
+            raise SftuneError(_not_a_manifest(root))
         return read_manifest(root, allow_outside_root)
-    if allow_nested and (root / "train").is_dir():
+    train_dir = root / "train"
+    if allow_nested and train_dir.is_dir():
+        if not _has_subfolders(train_dir):
+            others = [p.name for p in sorted(root.iterdir()) if p.is_dir() and not _ignored(p.name) and p != train_dir]
+            if others and not any(n.lower() in (*VAL_DIR_NAMES, "test") for n in others):
+                # No class folders inside train/: it is a class beside its siblings, not the training split.
+                note(f"'{train_dir}' holds no class folders: read as the class 'train' beside "
+                     f"{', '.join(others[:5])} (a flat <class>/<image> layout)")
+                return scan_class_folders(root, unused), None
+            raise SftuneError(
+                f"'{train_dir}' holds no class sub-folders; a folder named train/ is read as the training split "
+                f"and needs train/<class>/<image>. If 'train' is a class, put its sibling classes beside it "
+                f"({root}/<class>/<image>); else sort its images into train/<class>/ folders")
         val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
-        return scan_class_folders(root / "train", unused), (scan_class_folders(val_dir, unused) if val_dir else None)
+        if val_dir is None and (root / "test").is_dir():
+            val_dir = root / "test"  # train/ + test/ (a common download): test/ is the held-out set
+            note(f"no val/ folder: '{val_dir}' is used as the validation set")
+        return scan_class_folders(train_dir, unused), (scan_class_folders(val_dir, unused) if val_dir else None)
     return scan_class_folders(root, unused), None
+
+
+def _has_subfolders(folder: Path) -> bool:
+    try:
+        return any(p.is_dir() and not _ignored(p.name) for p in folder.iterdir())
+    except OSError:
+        return True  # unreadable: scan_class_folders names the problem
+
+
+def _not_a_manifest(path: Path) -> str:
+    """Why a file given as image data cannot be read, and what would be (images or texts)."""
+    from .texts import ACCEPTED
+
+    return (f"'{path}' is a file but not a .csv/.tsv manifest (path,label columns) for images, nor text data: "
+            f"{ACCEPTED}. Lines of '<class> <text>' become fastText lines with: "
+            f"sed 's/^/__label__/' {path.name} > {path.stem}.fasttext.txt")
+
+
+def _nothing_readable(root: Path, skipped: list[tuple[str, str]]) -> str:
+    """Why no training image was read: how many paths do not exist, else the first reason."""
+    if not skipped:
+        return f"no readable training images under '{root}'"
+    missing = [p for p, reason in skipped if reason.startswith("file not found")]
+    if missing:
+        return (f"no readable training images under '{root}': {len(missing)} of {len(skipped)} paths do not exist, "
+                f"e.g. {missing[0]}{missing_paths_hint(missing)}; fix the paths")
+    path, reason = skipped[0]
+    return f"no readable training images under '{root}': all {len(skipped)} were skipped, e.g. {path}: {reason}"
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -88,3 +88,21 @@ class TextCollator:
         else:
             target_tensor = torch.tensor(targets, dtype=torch.long)  # (B,)
         return dict(encoded), target_tensor
+
+    def too_long(self, texts: Sequence[str], pairs: Sequence[str | None] | None = None) -> list[bool]:
+        """Whether each text (with its second text) has more than ``max_length`` tokens, special
+        tokens included: the texts the model sees only in part (truncated)."""
+        if not texts:
+            return []
+        second = list(pairs) if pairs is not None and any(p is not None for p in pairs) else None
+        encoded = self.tokenizer(list(texts), second, truncation=False, add_special_tokens=True, verbose=False)
+        return [len(ids) > self.max_length for ids in encoded["input_ids"]]
+
+    def windows(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Single texts cut into windows of ``max_length`` tokens that overlap by a quarter, so
+        that every token is read: ``(inputs (W, T), owner (W,))`` where ``owner[w]`` is the index in
+        ``texts`` of window ``w``'s text (a short text is one window). Needs a fast tokenizer."""
+        encoded = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length,
+                                 stride=self.max_length // 4, return_overflowing_tokens=True, return_tensors="pt")
+        owner = encoded.pop("overflow_to_sample_mapping")
+        return dict(encoded), owner

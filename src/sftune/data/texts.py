@@ -3,10 +3,13 @@
 Inputs (``path`` is what the user passed as ``--data``):
 
 * a file: ``.csv``, ``.tsv``, ``.jsonl`` (one JSON object per line), ``.json`` (an array of
-  objects, or JSON lines), ``.parquet``; a ``.txt`` or extension-less file is sniffed for a
-  tab / comma / semicolon / pipe delimiter (e.g. the UCI ``SMSSpamCollection``)
+  objects, or JSON lines), ``.parquet``; a ``.txt``, extension-less or other plain-text file is
+  sniffed for a tab / comma / semicolon / pipe delimiter (e.g. the UCI ``SMSSpamCollection``),
+  and read as fastText lines (``__label__<class> [__label__<class2>...] <text>``) when its lines
+  start so. A ``.csv``/``.tsv`` whose header holds no ``,``/tab but another delimiter (a
+  ``;``-separated spreadsheet export) is read with that one (:mod:`sftune.data.tables`).
 * a folder holding ``train.<ext>`` and optionally ``val|valid|validation|dev.<ext>``
-  (a ``test`` file is ignored: benchmark test files are often unlabeled)
+  (a ``test`` file is not used, and a note says so: benchmark test files are often unlabeled)
 * a folder written by ``datasets``' ``save_to_disk``: a ``DatasetDict`` (``train`` plus
   ``validation``/``val``/``valid``/``dev``/``test``) or a single ``Dataset``
 
@@ -48,9 +51,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SftuneError, did_you_mean
-from .checks import keep_copies_together, mixed_label_warnings, text_digest, text_warnings
+from .checks import keep_copies_together, missing_class_warnings, mixed_label_warnings, text_digest, text_warnings
 from .images import IMAGE_EXTENSIONS
 from .labels import class_name, normalise_labels
+from .tables import sniff_delimiter
 
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "premise", "review", "content", "document", "question")
 LABEL_COLUMNS = ("label", "labels", "category", "class", "target")
@@ -62,6 +66,12 @@ HF_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 SNIFFED_SUFFIXES = ("", ".txt", ".dat", ".data")  # no telling extension: sniff the delimiter
 FORMATS = ".csv, .tsv, .jsonl, .json, .parquet or .txt"
+FASTTEXT_PREFIX = "__label__"
+# Never claimed as text by their content: other readers' formats (detection YAML/XML, images, archives).
+NOT_TEXT_SUFFIXES = (".yaml", ".yml", ".xml", ".zip", ".gz", ".tar", ".npy", ".npz", ".pt", ".pth", ".bin",
+                     ".safetensors", ".xlsx", ".xls", ".ods", ".pdf", *IMAGE_EXTENSIONS)
+ACCEPTED = (f"text data is a {FORMATS} table with a text and a label column, a folder with train/val files, a saved "
+            f"Hugging Face dataset, or fastText lines ('__label__<class> <text>')")
 
 ColumnRef = str | int | None
 
@@ -127,23 +137,26 @@ class _Table:
         return [f"{src} row {i}" for i in range(len(self))]
 
 
-def _read_file(path: Path, refs: tuple[ColumnRef, ...] = ()) -> _Table:
+def _read_file(path: Path, refs: tuple[ColumnRef, ...] = (), keep_blank_lines: bool = False) -> _Table:
+    """One file as a table; ``keep_blank_lines``: a blank line of a delimited file is a row of
+    empty values (prediction: one output per input line), not skipped."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise SftuneError(f"data file '{path}' does not exist; pass a {FORMATS} file, a folder with train/val "
                           f"files or a Hugging Face dataset folder")
-    if suffix == ".csv":
-        return _read_delimited(path, ",", refs)
-    if suffix == ".tsv":
-        return _read_delimited(path, "\t", refs)
+    if suffix in (".csv", ".tsv"):  # the extension's delimiter, unless the header shows another
+        return _read_delimited(path, sniff_delimiter(_head_lines(path, 50), "," if suffix == ".csv" else "\t"), refs,
+                               keep_blank_lines)
     if suffix == ".jsonl":
         return _read_json_lines(path)
     if suffix == ".json":
         return _read_json(path)
     if suffix == ".parquet":
         return _read_parquet(path)
-    if suffix in SNIFFED_SUFFIXES:
-        return _read_delimited(path, _sniff_delimiter(path), refs)
+    if suffix in SNIFFED_SUFFIXES or (suffix not in NOT_TEXT_SUFFIXES and _is_plain_text(path)):
+        if _is_fasttext(_head_lines(path, 50)):
+            return _read_fasttext(path)
+        return _read_delimited(path, _sniff_delimiter(path), refs, keep_blank_lines)
     raise SftuneError(f"'{path}': unsupported file type '{suffix}'; text data must be {FORMATS} "
                       f"(e.g. export a spreadsheet as CSV), a folder of those, or a Hugging Face dataset folder")
 
@@ -189,11 +202,68 @@ def _sniff_delimiter(path: Path) -> str:
             return delimiter
     if all("\t" in line for line in lines):  # tabs everywhere, uneven counts: texts with tabs
         return "\t"
-    raise SftuneError(f"'{path}': cannot tell how its columns are separated; rename it to .csv or .tsv "
-                      f"(one text per line is for sftune predict, not training data)")
+    if all(len(line.split(None, 1)) == 2 and len(line.split(None, 1)[0]) <= 40 for line in lines):
+        fix = (f"if each line is '<class> <text>', make them fastText lines: "
+               f"sed 's/^/__label__/' {path.name} > {path.stem}.fasttext.txt")
+    else:
+        fix = "rename it to .csv or .tsv if it is such a table (one text per line is for sftune predict --file)"
+    raise SftuneError(f"'{path}': cannot tell how its columns are separated (no tab, ',', ';' or '|' on every "
+                      f"line); {ACCEPTED}; {fix}")
 
 
-def _read_delimited(path: Path, sep: str, refs: tuple[ColumnRef, ...]) -> _Table:
+def _is_plain_text(path: Path) -> bool:
+    """The first 8 KB hold no NUL byte and decode as UTF-8 (a character cut at the end aside)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return False
+    if not head.strip() or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3  # only the last, cut character
+    return True
+
+
+def _is_fasttext(lines: list[str]) -> bool:
+    """fastText's supervised format: (nearly) every line starts with ``__label__<class>``."""
+    return bool(lines) and sum(line.lstrip().startswith(FASTTEXT_PREFIX) for line in lines) >= 0.9 * len(lines)
+
+
+_FASTTEXT_LINE = re.compile(r"\s*((?:__label__\S+\s*)+)(.*)$", re.S)
+
+
+def _read_fasttext(path: Path) -> _Table:
+    """``__label__a [__label__b ...] text`` lines -> columns ``label`` and ``text``. A line with
+    several labels makes every label a list (multi-label: --multi-label)."""
+    texts: list[str] = []
+    labels: list[list[str]] = []
+    lines: list[int] = []
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise SftuneError(_utf8_message(path, line_no, raw, e)) from None
+            if not line.strip():
+                continue
+            match = _FASTTEXT_LINE.match(line)
+            if match is None:
+                raise SftuneError(f"'{path}' line {line_no}: no '__label__<class>' at the start; every line of a "
+                                  f"fastText file starts with its label(s), e.g. __label__positive a great film")
+            labels.append([token[len(FASTTEXT_PREFIX):] for token in match.group(1).split()])
+            texts.append(match.group(2).strip())
+            lines.append(line_no)
+    if not lines:
+        raise SftuneError(f"'{path}' is empty")
+    several = any(len(x) > 1 for x in labels)
+    column = [x if several else x[0] for x in labels]
+    return _Table(str(path), ["label", "text"], {"label": column, "text": texts}, lines=lines)
+
+
+def _read_delimited(path: Path, sep: str, refs: tuple[ColumnRef, ...], keep_blank_lines: bool = False) -> _Table:
     import pandas as pd
 
     head = _head_lines(path, 200)
@@ -205,7 +275,7 @@ def _read_delimited(path: Path, sep: str, refs: tuple[ColumnRef, ...]) -> _Table
             path, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False, na_filter=False,
             # TSV fields are verbatim: GLUE / SMS texts begin with unbalanced quotes.
             quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL,
-            encoding="utf-8-sig", engine="c",
+            encoding="utf-8-sig", engine="c", skip_blank_lines=not keep_blank_lines,
         )
     except UnicodeDecodeError:
         raise SftuneError(_first_bad_utf8_line(path)) from None
@@ -574,6 +644,8 @@ def find_labeled_texts(
     root = Path(path).expanduser()
     refs = (text_column, label_column, text_pair_column)
     train_table, val_table, split = _read_source(root, refs)
+    notes = (split or {}).pop("notes", [])  # how the folder was read (a test file not used)
+    split = split or None
     if val_path is not None:
         val_root = Path(val_path).expanduser()
         val_table = _read_val_source(val_root, refs)
@@ -613,8 +685,9 @@ def find_labeled_texts(
         where = val_table.source if val_table is not None else root
         raise SftuneError(f"validation data '{where}' has labels that training lacks: {', '.join(unseen[:10])}; "
                           f"add training texts for them or remove them from validation")
-    split = {**(split or {}), "val_count": len(val)}
+    split = {**(split or {}), "val_count": len(val), **({"notes": notes} if notes else {})}
     warnings += mixed_label_warnings(train_table.source, set(classes))
+    warnings += missing_class_warnings(val_table.source if val_table is not None else root, classes, _label_set(val))
     if keys:  # hashed once already, for the split
         warnings += text_warnings(train, val, [keys[id(s)] for s in train], [keys[id(s)] for s in val])
     else:
@@ -657,12 +730,19 @@ def _read_source(root: Path, refs: tuple[ColumnRef, ...]) -> tuple[_Table, _Tabl
                           f"put train.csv (and val.csv) in it or pass the file itself")
     val_file = _split_file(root, VAL_NAMES)
     val_table = _read_file(val_file, refs) if val_file else None
-    return _read_file(train_file, refs), val_table, ({"method": "folder", "source": str(val_file)} if val_file else None)
+    split: dict | None = {"method": "folder", "source": str(val_file)} if val_file else None
+    test_file = _split_file(root, ("test",))
+    if test_file is not None:  # said, not silently dropped; GLUE's test files carry no labels
+        note = (f"'{test_file}' is not used (test files are often unlabeled); to validate on it, "
+                f"pass --val-data {test_file}")
+        split = {**(split or {}), "notes": [note]}
+    return _read_file(train_file, refs), val_table, split
 
 
-def _read_val_source(path: Path, refs: tuple[ColumnRef, ...]) -> _Table:
+def _read_val_source(path: Path, refs: tuple[ColumnRef, ...], flag: str = "--val-data") -> _Table:
+    """The validation (or evaluation) table of ``path``; ``flag`` is the option that named it."""
     if not path.exists():
-        raise SftuneError(f"validation path '{path}' does not exist (--val-data)")
+        raise SftuneError(f"validation path '{path}' does not exist ({flag})")
     if path.is_file():
         return _read_file(path, refs)
     if is_hf_dataset_folder(path):
@@ -701,6 +781,8 @@ def is_text_data(path: str | Path) -> bool:
             return train is not None and _file_looks_textual(train)
         if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES + SNIFFED_SUFFIXES:
             return _file_looks_textual(p)
+        if p.is_file() and p.suffix.lower() not in NOT_TEXT_SUFFIXES and _is_plain_text(p):
+            return _file_looks_textual(p)  # e.g. TREC's train_5500.label: the text reader says what it takes
     except SftuneError as e:
         # Not UTF-8: images never come as such a table, and the text reader names the line.
         return "is not UTF-8" in str(e)
@@ -711,9 +793,23 @@ def is_text_data(path: str | Path) -> bool:
 
 def _file_looks_textual(path: Path) -> bool:
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv") or suffix in SNIFFED_SUFFIXES:
-        sep = {".csv": ",", ".tsv": "\t"}.get(suffix) or _sniff_delimiter(path)
-        rows = [line.split(sep) for line in _head_lines(path, 50)]
+    if suffix in (".csv", ".tsv"):
+        head = _head_lines(path, 50)
+        sep = sniff_delimiter(head, "," if suffix == ".csv" else "\t")
+        rows = [line.split(sep) for line in head]
+        columns = [f.strip().strip('"') for f in rows[0]] if rows else []
+        return _looks_textual(columns, rows)
+    if suffix not in (".jsonl", ".json", ".parquet"):  # .txt, no extension, .label, ...: sniffed
+        head = _head_lines(path, 50)
+        if _is_fasttext(head):
+            return True
+        try:
+            sep = _sniff_delimiter(path)
+        except SftuneError:
+            # Columns not separated: '<class> <text>' lines (TREC) are text data in the wrong
+            # form, and the text reader says how to make it; notes and anything else are not.
+            return suffix not in SNIFFED_SUFFIXES and _label_first_prose(head)
+        rows = [line.split(sep) for line in head]
         columns = [f.strip().strip('"') for f in rows[0]] if rows else []
         return _looks_textual(columns, rows)
     if suffix == ".parquet":
@@ -727,6 +823,13 @@ def _file_looks_textual(path: Path) -> bool:
     table = _read_json_lines(path) if suffix == ".jsonl" else _read_json(path)
     rows = [list(r) for r in zip(*(table.data[c][:50] for c in table.columns))]
     return _looks_textual(table.columns, rows)
+
+
+def _label_first_prose(lines: list[str]) -> bool:
+    """Lines of '<class> <text>': a short first word, then words (several, on most lines)."""
+    parts = [line.split(None, 1) for line in lines]
+    return (bool(parts) and all(len(p) == 2 and len(p[0]) <= 40 for p in parts)
+            and sum(" " in p[1].strip() for p in parts) >= 0.8 * len(parts))
 
 
 def _looks_textual(columns: list[str], rows: list[list]) -> bool:
@@ -745,26 +848,88 @@ def _looks_textual(columns: list[str], rows: list[list]) -> bool:
 # ---------------------------------------------------------------------------- prediction
 
 
-def read_texts_for_prediction(path: str | Path, text_column: ColumnRef = None) -> list[str]:
-    """Texts to classify: a ``.txt`` file holds one text per line (blank lines skipped); a
-    CSV/TSV/JSONL/JSON/Parquet file gives its text column (named, or found as in training)."""
+@dataclass(frozen=True)
+class TextInput:
+    """One input of ``sftune predict --file``: its text (and second text), and its place in the file."""
+
+    text: str  # "" for a blank line or an empty cell: predicted as null, with the reason
+    text_pair: str | None = None
+    line: int | None = None  # 1-based line number in the file (None: JSON/Parquet rows)
+    where: str = ""  # "<file> line N" or "<file> row N", for messages
+
+
+def read_prediction_inputs(path: str | Path, text_column: ColumnRef = None, text_pair_column: ColumnRef = None,
+                           pairs: bool = False, trained: tuple[ColumnRef, ColumnRef] = (None, None)) -> list[TextInput]:
+    """Every input of a file to classify, one per line or row, empty ones included (so that the
+    output lines up with the input). A ``.txt`` file holds one text per line; a
+    CSV/TSV/JSONL/JSON/Parquet file gives its text column (named, or found as in training) and,
+    when ``pairs``, its second-text column (named, or ``sentence2``/``hypothesis``...). A column
+    not named is the one the model was trained on (``trained``: text, text pair) when the file
+    has it, else found by the usual names, as in training.
+
+    Raises SftuneError when the file does not exist, is empty, or lacks the column(s)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise SftuneError(f"'{p}' does not exist; pass a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet file")
-    if p.suffix.lower() == ".txt" and text_column is None:
-        texts = _head_lines(p, 2**62)  # every non-blank line
-        if not texts:
+        what = "a CSV/TSV/JSONL/Parquet file with both text columns" if pairs else \
+            "a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet file"
+        raise SftuneError(f"'{p}' does not exist; pass {what}")
+    if p.suffix.lower() == ".txt" and text_column is None and not pairs:
+        out = [TextInput(text, None, n, f"{p} line {n}") for n, text in _every_line(p)]
+        if not any(i.text.strip() for i in out):
             raise SftuneError(f"'{p}' has no texts (it is empty or blank)")
-        return texts
-    table = _read_file(p, (text_column,))
-    if text_column is None and len(table.columns) == 1:
-        column = table.columns[0]  # one column: nothing to guess, unless its first line may be a text
-        if table.line_base == 2 and column.lower() not in TEXT_COLUMNS:
-            raise SftuneError(f"'{p}': is its first line '{column[:40]}' a header or a text? pass --text-column "
-                              f"'{column[:40]}' if it is a header, or give the texts as a .txt file (one per line)")
+        return out
+    table = _read_file(p, tuple(r for r in (text_column, text_pair_column, *trained) if r is not None),
+                       keep_blank_lines=True)
+    if text_column is None and trained[0] is not None and _has_column(table, trained[0]) and not table.headerless:
+        text_column = trained[0]
+    if text_pair_column is None and trained[1] is not None and _has_column(table, trained[1]) and not table.headerless:
+        text_pair_column = trained[1]
+    if pairs:
+        first = _column(table, text_column, "text", "--text-column", TEXT_COLUMNS)
+        second = _column(table, text_pair_column, "text pair", "--text-pair-column", PAIR_COLUMNS)
+        if first is None or second is None:
+            raise SftuneError(f"'{p}': this model classifies sentence pairs; the file needs a text and a second-text "
+                              f"column (it has {', '.join(table.columns)}); name them with --text-column and "
+                              f"--text-pair-column")
+        seconds: list[str | None] = list(_cells(table, second))
+    elif text_column is None and len(table.columns) == 1:
+        first = table.columns[0]  # one column: nothing to guess, unless its first line may be a text
+        if table.line_base == 2 and first.lower() not in TEXT_COLUMNS:
+            raise SftuneError(f"'{p}': is its first line '{first[:40]}' a header or a text? pass --text-column "
+                              f"'{first[:40]}' if it is a header, or give the texts as a .txt file (one per line)")
+        seconds = [None] * len(table)
     else:
-        column = _resolve_columns(table, text_column, None, None, need_label=False)["text"]
-    return _texts(table, column, "text")  # type: ignore[arg-type]
+        first = _resolve_columns(table, text_column, None, None, need_label=False)["text"]  # type: ignore[assignment]
+        seconds = [None] * len(table)
+    lines = table.lines or ([table.line_base + i for i in range(len(table))] if table.line_base is not None else None)
+    return [TextInput(t, b, None if lines is None else lines[i], f"{p} {table.where(i)}")
+            for i, (t, b) in enumerate(zip(_cells(table, first), seconds))]
+
+
+def _every_line(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) for every line of a text file, blank lines included; a bad byte names its line."""
+    out: list[tuple[int, str]] = []
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            try:
+                out.append((line_no, raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")))
+            except UnicodeDecodeError as e:
+                raise SftuneError(_utf8_message(path, line_no, raw, e)) from None
+    return out
+
+
+def _cells(table: _Table, column: str) -> list[str]:
+    """A column's values as strings; a missing value (None, NaN) is ""."""
+    return [v if isinstance(v, str) else ("" if v is None or _is_nan(v) else str(v)) for v in table.data[column]]
+
+
+def read_texts_for_prediction(path: str | Path, text_column: ColumnRef = None) -> list[str]:
+    """The non-empty texts of a file to classify (:func:`read_prediction_inputs`), for uses that
+    need no one-to-one output (drift checks); ``sftune predict`` keeps every input."""
+    texts = [i.text for i in read_prediction_inputs(path, text_column) if i.text.strip()]
+    if not texts:
+        raise SftuneError(f"'{Path(path).expanduser()}' has no texts (every one is empty)")
+    return texts
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -772,25 +937,34 @@ def read_texts_for_prediction(path: str | Path, text_column: ColumnRef = None) -
 
 def read_labeled_texts(path: str | Path, text_column: ColumnRef = None, label_column: ColumnRef = None,
                        text_pair_column: ColumnRef = None, multi_label: bool = False,
-                       label_separator: str = ",") -> list[TextSample]:
+                       label_separator: str = ",", trained: tuple[ColumnRef, ColumnRef, ColumnRef] = (None, None, None),
+                       flag: str = "--data") -> list[TextSample]:
     """Every labeled text of an evaluation source: a table file, a folder's val/dev file, or a
-    saved Hugging Face dataset's validation split (no split is made)."""
-    refs = (text_column, label_column, text_pair_column)
-    table = _read_val_source(Path(path).expanduser(), refs)
-    columns = _resolve_columns(table, text_column, label_column, text_pair_column)
+    saved Hugging Face dataset's validation split (no split is made).
+
+    Columns are found as training finds them: a column named by ``text_column``/``label_column``/
+    ``text_pair_column`` (the command line's flags) must exist; else the column the model was
+    trained on (``trained``: text, label, text pair) when this data has it; else the usual names
+    (``text``, ``sentence``, ... / ``label``, ...). A model trained on sentence pairs needs a
+    second-text column. ``flag`` is the option that named ``path`` (named in messages).
+
+    Raises SftuneError for a missing path or column, empty texts and missing labels."""
+    given = (text_column, label_column, text_pair_column)
+    table = _read_val_source(Path(path).expanduser(), tuple(r for r in given + tuple(trained) if r is not None), flag)
+    refs = [g if g is not None else (t if t is not None and _has_column(table, t) else None)
+            for g, t in zip(given, trained)]
+    columns = _resolve_columns(table, *refs)
+    if trained[2] is not None and columns["text_pair"] is None:
+        columns["text_pair"] = _column(table, None, "text pair", "--text-pair-column", PAIR_COLUMNS)
+        if columns["text_pair"] is None:
+            raise SftuneError(f"'{table.source}': the model classifies sentence pairs (trained on column "
+                              f"'{trained[2]}'); no second-text column found (columns: {', '.join(table.columns)}); "
+                              f"name it with --text-pair-column")
     return _samples(table, columns, multi_label, label_separator)
 
 
-def read_text_pairs_for_prediction(path: str | Path, text_column: ColumnRef,
-                                   text_pair_column: ColumnRef) -> list[tuple[str, str]]:
-    """Sentence pairs to classify from a CSV/TSV/JSONL/Parquet file's two text columns."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise SftuneError(f"'{p}' does not exist; pass a CSV/TSV/JSONL/Parquet file with both text columns")
-    table = _read_file(p, (text_column, text_pair_column))
-    first = _column(table, text_column, "text", "--column", TEXT_COLUMNS)
-    second = _column(table, text_pair_column, "text pair", "--pair-column", PAIR_COLUMNS)
-    if first is None or second is None:
-        raise SftuneError(f"'{p}': this model classifies sentence pairs; the file needs columns "
-                          f"'{text_column}' and '{text_pair_column}' (it has {', '.join(table.columns)})")
-    return list(zip(_texts(table, first, "text"), _texts(table, second, "text pair")))
+def _has_column(table: _Table, ref: ColumnRef) -> bool:
+    name = str(ref).strip()
+    if name in table.columns or name.lower() in {c.lower() for c in table.columns}:
+        return True
+    return table.headerless and _is_index(ref) and int(name) < len(table.columns)

@@ -69,6 +69,9 @@ def _report_body(r: dict[str, Any], thumbnails: bool) -> str:
              f"<div class=\"sub\">sftune evaluation report · {_e(r['created'])} · {r['data']['n']} examples, "
              f"{len(r['data']['classes'])} classes{' (multi-label)' if r['data']['multi_label'] else ''}</div>"]
     parts.append("<h2>Summary</h2>" + _summary(r))
+    notes = r["data"].get("notes") or []  # classes without examples, truncated texts
+    if notes:
+        parts.append("".join(f"<p class=\"bad\">warning: {_e(n)}</p>" for n in notes))
     parts.append("<h2>Metrics</h2>" + _metrics_table(r))
     if r.get("confusion_matrix"):
         parts.append("<h2>Confusion matrix</h2>" + _figure(plots.confusion_matrix(r["confusion_matrix"], r["data"]["classes"]),
@@ -152,7 +155,7 @@ def _per_class_table(pc: dict[str, list]) -> str:
         cells = []
         for k in keys:
             v = pc[k][i]
-            low = k == "f1" and isinstance(v, float) and v < 0.5
+            low = k == "f1" and isinstance(v, float) and v < 0.5  # None (no example): "—", never shaded
             cells.append(f"<td class=\"num{' low' if low else ''}\">{_num(v)}</td>")
         rows.append(f"<tr><td>{_e(name)}</td>{''.join(cells)}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"

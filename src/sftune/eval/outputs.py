@@ -32,6 +32,8 @@ class Outputs:
     multi_label: bool = False
     features: torch.Tensor | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what changed the inputs (e.g. long texts truncated): warned
+    truncated: int | None = None  # texts longer than the model's max_length (None: inputs are not texts)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -115,12 +115,14 @@ def training_curves(history: list[dict[str, float]]) -> bytes | None:
     return _png(fig)
 
 
-def per_class_bars(classes: list[str], values: list[float], title: str, other: list[float] | None = None,
+def per_class_bars(classes: list[str], values: list[float | None], title: str, other: list[float | None] | None = None,
                    labels: tuple[str, str] = ("A", "B")) -> bytes:
     """Horizontal bars of a per-class metric (two models side by side when ``other`` is given)."""
     import numpy as np
 
     c = len(classes)
+    values = [float("nan") if v is None else v for v in values]  # a class without examples: no bar
+    other = None if other is None else [float("nan") if v is None else v for v in other]
     fig, ax = plt.subplots(figsize=(6.5, max(2.0, 0.28 * c + 1)))
     y = np.arange(c)
     if other is None:

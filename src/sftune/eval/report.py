@@ -20,7 +20,7 @@ from .. import bundle as B
 from .bootstrap import intervals
 from .compare import compare
 from .outputs import Outputs
-from .scores import scores
+from .scores import classes_without_examples, no_example_note, scores
 
 REPORT_SCHEMA = "sftune.report/1"
 COMPARISON_SCHEMA = "sftune.comparison/1"
@@ -41,13 +41,16 @@ def evaluation_report(out: Outputs, bundle: str | Path, data: str, kind: str, ti
     values = scores(out)
     metrics = {k: v for k, v in values.items() if k not in _DETAIL_KEYS}
     metrics["skipped"] = len(out.skipped)
+    absent = classes_without_examples(out) if len(out) else []
+    notes = [*out.notes, *([no_example_note(absent)] if absent else [])]
+    extra = {**({"notes": notes} if notes else {}), **({"truncated": out.truncated} if out.truncated is not None else {})}
     return {
         "schema": REPORT_SCHEMA,
         "title": title or f"{Path(location or bundle).name} on {Path(data).name or data}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run": run_summary(bundle, location),
         "data": {"path": str(data), "kind": kind, "n": len(out), "skipped": [{"path": p, "reason": r} for p, r in out.skipped],
-                 "classes": list(out.classes), "multi_label": out.multi_label},
+                 "classes": list(out.classes), "multi_label": out.multi_label, **extra},
         "metrics": metrics,
         "intervals": ({"confidence": 0.95, "resamples": bootstrap, **intervals(out, bootstrap, seed)}
                       if bootstrap > 0 else None),

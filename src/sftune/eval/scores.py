@@ -98,13 +98,39 @@ def _multi_label(out: Outputs) -> dict[str, Any]:
 
 def _per_class(out: Outputs, pcls: dict[str, list[float]], support: torch.Tensor, roc: list[float | None],
                pr: list[float | None]) -> dict[str, Any]:
-    """The macro AUCs (over the classes where they are defined) and the per-class table."""
+    """The macro AUCs (over the classes where they are defined) and the per-class table.
+
+    A class with no example in the data (support 0) has no recall and no F1: None (shown as
+    "—"), not 0, which would read as a class the model fails; its precision is None too unless
+    the model predicted it (then 0: every such prediction is wrong)."""
+    predicted = out.predicted
+    n_predicted = (predicted.sum(dim=0) if out.multi_label
+                   else torch.bincount(predicted, minlength=len(out.classes))).tolist()
+    absent = [int(n) == 0 for n in support.tolist()]
+
+    def defined(values: list[float], keep: list[bool] | None = None) -> list[float | None]:
+        return [None if a and not (keep and keep[i]) else v for i, (v, a) in enumerate(zip(values, absent))]
+
     return {
         "roc_auc": _mean_defined(roc),
         "pr_auc": _mean_defined(pr),
-        "per_class": {"class": list(out.classes), "support": support.tolist(), "precision": pcls["precision"],
-                      "recall": pcls["recall"], "f1": pcls["f1_score"], "roc_auc": roc, "pr_auc": pr},
+        "per_class": {"class": list(out.classes), "support": [int(n) for n in support.tolist()],
+                      "precision": defined(pcls["precision"], [n > 0 for n in n_predicted]),
+                      "recall": defined(pcls["recall"]), "f1": defined(pcls["f1_score"]), "roc_auc": roc, "pr_auc": pr},
     }
+
+
+def classes_without_examples(out: Outputs) -> list[str]:
+    """The classes of ``out`` with no example in its data (their recall and F1 are undefined)."""
+    support = out.targets.sum(dim=0) if out.multi_label else torch.bincount(out.targets.long(), minlength=len(out.classes))
+    return [c for c, n in zip(out.classes, support.tolist()) if n == 0]
+
+
+def no_example_note(classes: list[str], where: str = "the evaluation data") -> str:
+    """The warning said when ``classes`` have no example in ``where``."""
+    shown = ", ".join(classes[:10]) + (f" and {len(classes) - 10} more" if len(classes) > 10 else "")
+    return (f"{where} has no example of {len(classes)} class(es): {shown}; their recall and F1 are undefined "
+            f"(shown as —), not 0, and the macro averages leave them out unless the model predicted them")
 
 
 def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, bins: int = CALIBRATION_BINS) -> dict[str, list]:

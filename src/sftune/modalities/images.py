@@ -58,7 +58,8 @@ class Images(Modality):
         """A class folder / train-val root / CSV manifest whose classes the model knows is labeled;
         any other folder (or files) is read as unlabeled images."""
         from ..data import Sample
-        from ..data.sources import VAL_DIR_NAMES, check_images, find_unlabeled_images, read_manifest, scan_class_folders
+        from ..data.sources import (VAL_DIR_NAMES, _ignored, check_images, find_unlabeled_images, read_manifest,
+                                    scan_class_folders)
         from ..eval.outputs import gather
 
         if not path.exists():
@@ -70,7 +71,7 @@ class Images(Modality):
         elif path.is_dir():
             roots = [path / "train", *(path / n for n in VAL_DIR_NAMES)] if (path / "train").is_dir() else [path]
             roots = [r for r in roots if r.is_dir()]
-            subdirs = {p.name for r in roots for p in r.iterdir() if p.is_dir() and not p.name.startswith(".")}
+            subdirs = {p.name for r in roots for p in r.iterdir() if p.is_dir() and not _ignored(p.name)}  # not __MACOSX
             if subdirs and subdirs <= set(model.classes):
                 samples = [s for r in roots for s in scan_class_folders(r)]
             elif subdirs & set(model.classes):  # some folders are classes, some not: a mistake, not unlabeled data

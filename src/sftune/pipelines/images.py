@@ -23,6 +23,8 @@ class ImagePipeline(Pipeline):
         config = self.config
         self.data = find_labeled_images(config.data.path, config.data.val_path, config.data.val_fraction,
                                         config.train.seed, config.data.strict, config.data.allow_outside_root)
+        for line in self.data.split.get("notes", []):  # how the layout was read, where not the obvious way
+            self.log(f"note: {line}")
         for path, reason in self.data.skipped[:5]:
             self.log(f"warning: skipped {path}: {reason}")
         if self.data.skipped:

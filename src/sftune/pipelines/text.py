@@ -56,6 +56,8 @@ class TextPipeline(Pipeline):
         self.data = find_labeled_texts(c.path, c.val_path, c.val_fraction, self.config.train.seed, c.text_column,
                                        c.label_column, c.text_pair_column, c.multi_label, c.label_separator,
                                        strict=c.strict)
+        for line in self.data.split.get("notes", []):  # how the data was read, where not the obvious way
+            self.log(f"note: {line}")
         for where, problem in self.data.warnings[:5]:
             self.log(f"warning: {where}: {problem}")
         if self.data.warnings:
@@ -80,6 +82,19 @@ class TextPipeline(Pipeline):
         # worker processes would only add start-up time and a tokenizer copy each.
         self.workers = 0
         self.collator = TextCollator(self.backbone.tokenizer, c.max_length, c.truncation_side)
+        self.truncated = self._count_long()
+
+    def _count_long(self) -> dict[str, int]:
+        """Training and validation texts longer than max_length tokens (truncated), said in one line."""
+        c, d = self.config.data, self.data
+        counts = {side: sum(self.collator.too_long([s.text for s in samples], [s.text_pair for s in samples]))
+                  for side, samples in (("train", d.train), ("val", d.val))}
+        if counts["train"] or counts["val"]:
+            cut = "end" if c.truncation_side == "right" else "start"
+            self.log(f"warning: {counts['train']} of {len(d.train)} training and {counts['val']} of {len(d.val)} "
+                     f"validation texts are longer than --max-length {c.max_length} tokens and are truncated (their "
+                     f"{cut} is not read); raise --max-length, or eval/predict with --long-texts windows")
+        return counts
 
     def describe(self) -> str:
         d = self.data
@@ -146,6 +161,7 @@ class TextPipeline(Pipeline):
             "columns": data.columns,
             "warnings": [{"path": w, "problem": p} for w, p in data.warnings],
             "split": data.split,
+            "truncated": {**self.truncated, "max_length": config.data.max_length},
         }
 
 
@@ -168,3 +184,27 @@ def encode(backbone: TextBackbone, dataset: TextDataset, collator: TextCollator,
             out[index] = model(inputs).float().cpu()
     backbone.train(was_training)
     return out
+
+
+@torch.no_grad()
+def encode_windows(backbone: TextBackbone, texts: list[str], collator: TextCollator, batch_size: int,
+                   device: torch.device, precision: str) -> torch.Tensor:
+    """Pooled features ``(len(texts), F)`` in float32, each the mean over its text's windows of
+    ``max_length`` tokens (:meth:`TextCollator.windows`): every part of a long text counts, where
+    :func:`encode` reads only its first (or last) ``max_length`` tokens. The classification head
+    is linear, so its logits on the mean are the mean of the windows' logits."""
+    was_training = backbone.training
+    model = backbone.eval().to(device)
+    total = torch.zeros(len(texts), backbone.num_features)
+    count = torch.zeros(len(texts))
+    for start in range(0, len(texts), batch_size):
+        inputs, owner = collator.windows(texts[start:start + batch_size])
+        for w in range(0, len(owner), batch_size):
+            part = {k: v[w:w + batch_size].to(device) for k, v in inputs.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                pooled = model(part).float().cpu()
+            index = owner[w:w + batch_size] + start
+            total.index_add_(0, index, pooled)
+            count.index_add_(0, index, torch.ones(len(index)))
+    backbone.train(was_training)
+    return total / count.clamp_min(1).unsqueeze(1)

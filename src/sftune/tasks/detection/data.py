@@ -98,6 +98,7 @@ from ...data.checks import keep_copies_together, leakage_warnings
 from ...data.images import ImageScan, is_image_file, scan_image
 from ...data.labels import align_to_classes, class_key, class_name, merge_variants, variant_warnings
 from ...data.sources import VAL_DIR_NAMES, Sample, _fingerprint, _inside, _walk_files
+from ...data.tables import file_delimiter, manifest_path, missing_paths_hint
 from ...errors import SftuneError
 
 FORMATS = ("voc", "coco", "yolo", "csv")
@@ -363,8 +364,7 @@ def _csv_header(path: Path) -> set[str]:
             first = fh.readline()
     except (OSError, UnicodeDecodeError):
         return set()
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    return {h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])}
+    return {h.strip().lower() for h in next(csv.reader([first], delimiter=file_delimiter(path)), [])}
 
 
 def _is_box_csv(path: Path) -> bool:
@@ -617,7 +617,7 @@ def _read_coco(root: Path) -> _Source:
                                      "listed twice", True))
                 continue
             seen_names[name] = im["id"]
-            path = next((d / name for d in folders if (d / name).is_file()), None)
+            path = next((p for d in folders if (p := manifest_path(name, d)).is_file()), None)  # Windows '\' separators too
             if path is None:
                 by_id[im["id"]] = None  # type: ignore[assignment]
                 faults.append(_Fault(f"{f} (image id {im['id']})", f"its image '{name}' is missing (looked in "
@@ -789,6 +789,9 @@ def _read_yolo(root: Path, given_classes: list[str] | None = None) -> _Source:
                                               f"({names_source}); dropped", "unknown class", True))
         r.objects = kept
     given = any(split == "val" for split, _, _ in dirs)
+    test_dirs = [d for d in (base / "images" / "test", base / "test" / "images") if d.is_dir()]
+    if test_dirs:  # said, not silently dropped
+        notes.append(f"{_relative(test_dirs[0], base)}/ is not used (test images; pass them to sftune eval)")
     layout = " + ".join(sorted({f"{_relative(i, base)}/ + {_relative(lab, base)}/" for _, i, lab in dirs}))
     return _Source(records, faults, "yolo", layout, given, names, names_source, notes=notes)
 
@@ -833,7 +836,7 @@ def _read_csv(path: Path, allow_outside_root: bool) -> _Source:
             raise SftuneError(f"'{path}': expected one CSV with path,xmin,ymin,xmax,ymax,label columns, found "
                               f"{len(found)}; pass the CSV file itself")
         path = found[0]
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = file_delimiter(path)  # a ';'-separated .csv is read as such
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
@@ -864,8 +867,7 @@ def _read_csv(path: Path, allow_outside_root: bool) -> _Source:
         where = f"{path} line {line_no}"
         if not row[path_col]:
             raise SftuneError(f"'{path}' line {line_no}: empty {path_col}; every row needs an image")
-        file = Path(row[path_col])
-        file = file if file.is_absolute() else path.parent / file
+        file = manifest_path(row[path_col], path.parent)  # Windows '\' separators too
         if not allow_outside_root and not _inside(file, root):
             raise SftuneError(f"'{path}' line {line_no}: '{row[path_col]}' points outside the CSV's folder {root}; "
                               f"move the CSV up to a folder that holds the data, or allow it with "
@@ -1299,7 +1301,7 @@ def _log_faults(faults: list[_Fault], n_skipped: int, n_warnings: int, log: Call
 
 def _no_images(root: Path, source: _Source, faults: list[_Fault]) -> None:
     first = next((f for f in faults if f.skip), None)
-    why = f"; first problem: {first.where}: {first.reason}" if first else ""
+    why = f"; first problem: {first.where}: {first.reason}{missing_paths_hint([first.reason])}" if first else ""
     raise SftuneError(f"no usable training images under '{root}' ({FORMAT_NAMES[source.format]}: "
                       f"{source.description}){why}")
 

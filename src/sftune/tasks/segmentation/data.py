@@ -51,6 +51,7 @@ from PIL import Image, ImageOps
 from ...data.checks import leakage_warnings
 from ...data.images import MAX_PIXELS, ImageScan, is_image_file, scan_image
 from ...data.sources import VAL_DIR_NAMES, Sample, _fingerprint, _inside, _walk_files
+from ...data.tables import file_delimiter, manifest_path, missing_paths_hint
 from ...errors import SftuneError
 
 MASK_FORMATS = ("index", "palette", "binary", "16bit", "rgb")
@@ -286,8 +287,7 @@ def is_segmentation_data(path: str | Path) -> bool:
             first = fh.readline()
     except (OSError, UnicodeDecodeError):
         return False
-    delimiter = "\t" if root.suffix.lower() == ".tsv" else ","
-    header = {h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])}
+    header = {h.strip().lower() for h in next(csv.reader([first], delimiter=file_delimiter(root)), [])}
     return {"image", "mask"} <= header
 
 
@@ -323,7 +323,8 @@ def _read_source(root: Path, allow_outside_root: bool) -> _Source:
                     val, val_faults = _pair_folders(images / name, masks / name)
                     faults += val_faults
                     break
-            return _Source(train, val, faults, "images/train + masks/train layout")
+            ignored = " (images/test/ not used for training)" if (images / "test").is_dir() else ""
+            return _Source(train, val, faults, f"images/train + masks/train layout{ignored}")
         train, faults = _pair_folders(images, masks)
         return _Source(train, None, faults, "images/ + masks/ layout")
     if root.is_file():
@@ -333,7 +334,7 @@ def _read_source(root: Path, allow_outside_root: bool) -> _Source:
 
 def _read_manifest(path: Path, allow_outside_root: bool) -> _Source:
     """``image,mask[,split]`` rows -> pairs; paths resolve against the manifest's folder."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = file_delimiter(path)  # a ';'-separated .csv is read as such
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
@@ -365,8 +366,7 @@ def _read_manifest(path: Path, allow_outside_root: bool) -> _Source:
         for column in ("image", "mask"):
             if not row[column]:
                 continue
-            file = Path(row[column])
-            file = file if file.is_absolute() else path.parent / file
+            file = manifest_path(row[column], path.parent)  # Windows '\' separators too
             if not allow_outside_root and not _inside(file, root):
                 raise SftuneError(
                     f"manifest '{path}' line {line_no}: {column} '{row[column]}' points outside the manifest's folder "
@@ -851,7 +851,7 @@ def _decide_format(scans: dict[Path, _MaskScan], colours: list[tuple[int, int, i
 
 def _no_pairs(root: Path, description: str, faults: list[_Fault], what: str = "") -> None:
     first = next((f for f in faults if f.skip), None)
-    why = f"; first problem: {first.where}: {first.reason}" if first else ""
+    why = f"; first problem: {first.where}: {first.reason}{missing_paths_hint([first.where])}" if first else ""
     raise SftuneError(f"no usable {what}image/mask pairs under '{root}' ({description}; expected {LAYOUT_HELP}){why}")
 
 
