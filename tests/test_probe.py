@@ -133,7 +133,7 @@ def test_linear_probe_run_fits_the_head_and_reports_the_l2(digits_dir, tmp_path,
     metrics = json.loads((run.path / B.METRICS).read_text())
     probe = metrics["probe"]
     assert probe["l2"] in L2_GRID and probe["selected_by"] == "validation split"
-    assert metrics["epochs_run"] == 0 and metrics["history"][0]["val/acc"] == pytest.approx(metrics["acc"])
+    assert metrics["epochs_run"] == 0 and metrics["history"] == []  # no epochs ran
     assert probe["val_acc"] == pytest.approx(metrics["acc"], abs=1e-3)  # the bundle's head is the probe
     assert json.loads((run.path / B.LINEAGE).read_text())["strategy"]["probe"]["l2"] == probe["l2"]
     assert any("head fitted to convergence" in line and f"L2 {probe['l2']:g}" in line for line in logs), logs

@@ -130,8 +130,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             if not run.is_writer:
                 return RunResult(run.final, {}, config)
             best_epoch = epochs_run = 0
-            history = None  # one row, the fitted head's val metrics (below): there are no epochs
-            fitted_s = time.time() - started
+            history: list[dict[str, float]] = []  # no epochs: no per-epoch rows, so the report draws no curves
         else:
             with stage("training (Lightning fit)"):
                 trained = _train(config, task, strategy, module, datamodule, run, resume, started, monitor, monitor_mode, log)
@@ -163,9 +162,6 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             metrics["probe"] = probe.to_dict()
         if report:
             metrics[strategy.name] = report
-        if history is None:
-            history = [{"epoch": 0, **{f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)},
-                        "time/elapsed_s": round(fitted_s, 3)}]
         metrics.update(
             best_epoch=best_epoch, epochs_run=epochs_run,
             seconds=round(time.time() - started, 1),
