@@ -109,14 +109,16 @@ def child(spec: dict[str, Any], log: Path, env: dict[str, str]) -> tuple[int, di
     return rc, {"error": f"exit {rc}: {tail[0][:300] if tail else 'no output'}"}, stdout
 
 
-def run_strategy(name: str, data: Path, settings: dict[str, Any], work: Path, label: str | None = None) -> Row:
-    """One strategy in a fresh child; ``label`` (default: the name) names its folder, cache and row."""
+def run_strategy(name: str, data: Path, settings: dict[str, Any], work: Path, label: str | None = None,
+                 cache: str | None = None) -> Row:
+    """One strategy in a fresh child; ``label`` (default: the name) names its folder and row, ``cache``
+    (default: the label) its feature cache, so two rows can share one (the second then starts warm)."""
     label = label or name
     row = Row(label)
     print(f"  {label} ...", file=sys.stderr, flush=True)
     out = work / label
     rc, result, stdout = child({"data": str(data), "strategy": name, "out": str(out), "settings": settings},
-                               work / f"{label}.log", {"SFTUNE_CACHE": str(work / f"cache-{label}")})
+                               work / f"{label}.log", {"SFTUNE_CACHE": str(work / f"cache-{cache or label}")})
     if rc != 0 or "error" in result or not (out / "metrics.json").is_file():
         row.error = result.get("error") or f"exit {rc}, no metrics.json"
         print(f"  ! {label}: {row.error}", file=sys.stderr, flush=True)
@@ -281,8 +283,8 @@ def main() -> int:
     ap.add_argument("--out-dir", type=Path, help="keep bundles and logs here [a temp dir, deleted]")
     ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     ap.add_argument("--probe-compare", action="store_true",
-                    help="only linear_probe: its L-BFGS head, its SGD head (solver=sgd) and a scikit-learn "
-                         "LogisticRegression C sweep on the same cached features")
+                    help="only linear_probe: its L-BFGS head (cold cache), its SGD head (solver=sgd, the same "
+                         "cache, warm) and a scikit-learn LogisticRegression C sweep on the same cached features")
     args = ap.parse_args()
 
     work = (args.out_dir or Path(tempfile.mkdtemp(prefix="sftune-strategy-bench-"))).resolve()
@@ -317,7 +319,7 @@ def main() -> int:
         if args.probe_compare:
             rows.append(run_strategy("linear_probe", data, settings, work))
             rows.append(run_strategy("linear_probe", data, {**settings, "strategy.solver": "sgd"}, work,
-                                     label="linear_probe solver=sgd"))
+                                     label="linear_probe solver=sgd", cache="linear_probe"))  # same features, warm
             sweep = sklearn_sweep(data, settings, work / "cache-linear_probe", work / "sklearn.log")
         for name in [] if args.probe_compare else names:
             extra = QUICK_OPTIONS.get(name, {}) if args.quick else {}
