@@ -365,8 +365,7 @@ def _flat_config(config: RunConfig) -> dict[str, Any]:
 def _probe_head(strategy: Strategy, task: TaskModule, features: FeatureData, log: Callable[[str], None]) -> ProbeFit:
     """LP-FT: fit the task's linear head on the frozen features before fine-tuning starts."""
     fit = strategy.fit_probe(task.linear_head(), features)
-    log(f"probe: head fitted on frozen features (loss {fit.train_loss_before:.3f} -> {fit.train_loss_after:.3f}, "
-        f"{fit.describe()}); fine-tuning everything from it")
+    log(f"probe: head fitted on frozen features ({fit.describe()}); fine-tuning everything from it")
     return fit
 
 

@@ -67,11 +67,11 @@ class ProbeFit:
         return out
 
     def describe(self) -> str:
-        """One line for the run log."""
+        """One line for the run log: loss, val accuracy, then how the L2 was chosen."""
         scored = "" if self.val_acc is None else f", val acc {self.val_acc:.3f}"
-        return (f"L2 {self.l2:g} chosen by {self.selected_by}" if self.selected_by != "given" else f"L2 {self.l2:g} (given)") + (
-            f"{scored}, loss {self.train_loss_before:.3f} -> {self.train_loss_after:.3f}, "
-            f"class weights {self.class_weight}, {self.iterations} L-BFGS iterations in {self.seconds:.1f} s")
+        how = f"L2 {self.l2:g} (given)" if self.selected_by == "given" else f"L2 {self.l2:g} chosen by {self.selected_by}"
+        return (f"loss {self.train_loss_before:.3f} -> {self.train_loss_after:.3f}{scored}; {how}, class weights "
+                f"{self.class_weight}, {self.iterations} L-BFGS iterations in {self.seconds:.1f} s")
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, mode: ClassWeight) -> torch.Tensor | None:
