@@ -118,8 +118,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         with stage("feature pass (frozen backbone)" if _trains_on_features(task, module, config) else "data loaders"):
             datamodule = training_inputs(task, module, pipeline, config)
 
-        # 3a. linear_probe's default solver: the head is fitted to convergence on the cached features
-        #     (strategies/probe.py); no training loop, so nothing to checkpoint or resume mid-way.
+        # 3. Training. linear_probe's default solver fits the head to convergence on the cached features
+        #    (strategies/probe.py): no loop, nothing to checkpoint. Otherwise Lightning does the loop (_train).
         solved = strategy.solves_head() and module.inputs_are_features and module.linear_head() is not None
         if strategy.solves_head() and not solved:
             log(f"{strategy.name}: this task's head is not one linear layer on cached features here; "
@@ -138,6 +138,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
                 return RunResult(run.final, {}, config)
             best_path, best_epoch, epochs_run = trained
             history = _history(run.work / "logs")
+        # 4. The bundle: best weights, labels, lineage, then the final val metrics of those weights.
         with stage("bundle: model, labels, lineage"):
             bf16 = inference_bf16(next(module.parameters()).device, config.trainer.inference_precision,
                                   convolutional=pipeline.convolutional)  # as the bundle's own evaluation does
