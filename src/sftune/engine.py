@@ -125,6 +125,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             log(f"{strategy.name}: this task's head is not one linear layer on cached features here; "
                 f"it trains for {config.train.epochs} epochs with the optimizer instead")
         if solved:
+            side_loggers = _loggers(config, run)[1:]  # TensorBoard/MLflow if turned on: a bad setting fails before the fit
             with stage("head fit (L-BFGS)"):
                 probe = _solve_head(strategy, module, datamodule, auto_probe, log)
             if not run.is_writer:
@@ -169,6 +170,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             history=history,
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
+        if solved:
+            _log_solved_head(side_loggers, metrics)
         if config.report.enabled:
             with stage("report"):
                 task.write_report(run.work, run.final, outputs, pipeline, config)
@@ -355,6 +358,17 @@ def _loggers(config: RunConfig, run: B.RunFolder) -> list[Any]:
                               f"(an MLflow server, e.g. http://host:5000) or set logging.mlflow=false") from None
         loggers.append(logger)
     return loggers
+
+
+def _log_solved_head(loggers: list[Any], metrics: dict[str, Any]) -> None:
+    """A head fitted without epochs (linear_probe's L-BFGS) still reaches the TensorBoard/MLflow
+    ``loggers`` the config turns on: its val metrics once, at step 0. The CSV log is left out: with no
+    epochs there is no per-epoch history, and metrics.json holds these numbers."""
+    values = {f"val/{k}": float(v) for k, v in metrics.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "best_epoch", "epochs_run")}
+    for logger in loggers:
+        logger.log_metrics(values, step=0)
+        logger.finalize("success")
 
 
 def _flat_config(config: RunConfig) -> dict[str, Any]:
