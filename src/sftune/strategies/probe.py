@@ -172,10 +172,12 @@ def _folds(y: torch.Tensor, k: int) -> list[torch.Tensor]:
     return [(assignment == f).nonzero().flatten() for f in range(k)]
 
 
-# Below this many multiply-adds per evaluation (N * F * C) the fit runs on one thread: its products
-# take well under a millisecond, and a second OpenMP thread only adds synchronisation (on a loaded
-# 2-core machine an evaluation of a 245 x 1280 problem measured 37 ms on two threads, 0.8 ms on one).
-ONE_THREAD_BELOW = 20_000_000
+# Below this many multiply-adds per evaluation (N * F * C) the fit runs on one thread: a second
+# OpenMP thread gains at most 2x on an idle 2-core machine and loses badly on a busy one, where
+# its threads wait on each other (measured at load average 11-15 on 2 cores: 245 x 1280 x 2, 37 ms
+# per evaluation on two threads vs 0.8 ms on one; 5000 x 1280 x 10, 560 ms vs 126 ms). Larger
+# problems keep torch's thread count.
+ONE_THREAD_BELOW = 200_000_000
 
 
 @contextlib.contextmanager
