@@ -125,7 +125,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             log(f"{strategy.name}: this task's head is not one linear layer on cached features here; "
                 f"it trains for {config.train.epochs} epochs with the optimizer instead")
         if solved:
-            side_loggers = _loggers(config, run)[1:]  # TensorBoard/MLflow if turned on: a bad setting fails before the fit
+            side_loggers = _loggers(config, run)  # CSV, and TensorBoard/MLflow if on: a bad setting fails before the fit
             with stage("head fit (L-BFGS)"):
                 probe = _solve_head(strategy, module, datamodule, auto_probe, log)
             if not run.is_writer:
@@ -361,9 +361,9 @@ def _loggers(config: RunConfig, run: B.RunFolder) -> list[Any]:
 
 
 def _log_solved_head(loggers: list[Any], metrics: dict[str, Any]) -> None:
-    """A head fitted without epochs (linear_probe's L-BFGS) still reaches the TensorBoard/MLflow
-    ``loggers`` the config turns on: its val metrics once, at step 0. The CSV log is left out: with no
-    epochs there is no per-epoch history, and metrics.json holds these numbers."""
+    """A head fitted without epochs (linear_probe's L-BFGS) still reaches the run's ``loggers`` (the
+    CSV log, and TensorBoard/MLflow when the config turns them on): its val metrics once, at step 0.
+    metrics.json's ``history`` stays empty: there are no epochs."""
     values = {f"val/{k}": float(v) for k, v in metrics.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "best_epoch", "epochs_run")}
     for logger in loggers:
