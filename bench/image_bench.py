@@ -57,6 +57,8 @@ class Row:
     speedup: float | None = None
     error: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
+    profile: dict[str, float] = field(default_factory=dict)  # sftune rows: `train --profile` seconds per stage
+    load_avg: str = ""                                        # 1/5/15-min load average when the row finished
 
 
 def run_measured(cmd: list[str], log: Path, extra_env: dict[str, str] | None = None) -> tuple[int, float, float, str]:
@@ -124,7 +126,7 @@ def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, wa
     if not warm:
         shutil.rmtree(cache, ignore_errors=True)
     cmd = [*sftune_cmd(), "train", "--data", str(data), "--strategy", strategy, "--seed", str(SEED),
-           "--no-progress", "--json", "--out", str(out), "--overwrite"]
+           "--no-progress", "--json", "--profile", "--out", str(out), "--overwrite"]
     cmd += extra or []
     if quick:
         cmd += ["--epochs", "2"]
@@ -132,10 +134,15 @@ def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, wa
             # The default unfreeze_epoch (3) must be < epochs, so 2 epochs would be
             # rejected; unfreeze after 1 so the smoke test exercises both phases.
             cmd += ["--set", "strategy.unfreeze_epoch=1"]
-    rc, row.wall_s, row.peak_rss_mib, _ = run_measured(cmd, work / f"sftune-{out.name}.log", {"SFTUNE_CACHE": str(cache)})
+    rc, row.wall_s, row.peak_rss_mib, stdout = run_measured(cmd, work / f"sftune-{out.name}.log", {"SFTUNE_CACHE": str(cache)})
+    row.load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     if rc != 0 or not (out / "metrics.json").is_file():
         row.error = f"exit {rc}"
         return row
+    try:
+        row.profile = json.loads(stdout).get("profile") or {}
+    except ValueError:
+        row.profile = {}
     metrics = json.loads((out / "metrics.json").read_text())
     lineage = json.loads((out / "lineage.json").read_text())
     row.history = metrics.get("history", [])
@@ -147,6 +154,10 @@ def run_sftune(data: Path, strategy: str, peer: Row, quick: bool, work: Path, wa
     times = [h.get("time/elapsed_s") for h in row.history]
     if not peer.ok or peer.best_acc is None:
         row.to_best_note = "peer failed"
+    elif metrics.get("epochs_run") == 0 and not row.history:
+        # A head solved without epochs (linear_probe's L-BFGS): the whole run is the time to its accuracy.
+        if round(float(metrics.get("acc", -1.0)), 4) >= peer.best_acc:
+            row.to_peer_best_s, row.speedup = row.wall_s, peer.wall_s / row.wall_s
     elif not (times and all(t is not None for t in times)):
         row.to_best_note = "no time/elapsed_s in history"
     else:
@@ -211,6 +222,21 @@ def bench_dataset(data: Path, args: argparse.Namespace, work: Path) -> list[Row]
                               for s in ("freeze_unfreeze", "full")]
         args.plain = run_plain(data, args.quick, work)
     return rows
+
+
+def profile_table(rows: list[Row]) -> str:
+    """Where each sftune row's seconds went (``sftune train --profile``), stages as rows."""
+    rows = [r for r in rows if r.system == "sftune" and r.ok and r.profile]
+    if not rows:
+        return ""
+    stages = list(dict.fromkeys(k for r in rows for k in r.profile))
+    lines = ["| stage (s) | " + " | ".join(r.mode for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    for stage in stages:
+        lines.append(f"| {stage} | " + " | ".join(f"{r.profile[stage]:.2f}" if stage in r.profile else "—" for r in rows) + " |")
+    lines.append("| sum of stages | " + " | ".join(f"{sum(r.profile.values()):.2f}" for r in rows) + " |")
+    lines.append("| wall around the process | " + " | ".join(f"{r.wall_s:.2f}" for r in rows) + " |")
+    lines.append("| load average (1/5/15 min) at the end | " + " | ".join(r.load_avg for r in rows) + " |")
+    return "\n".join(lines)
 
 
 def table(rows: list[Row]) -> str:
@@ -290,6 +316,8 @@ def main() -> int:
             failed |= not all(r.ok for r in rows)
             if not args.throughput_only:
                 print(f"### {data.name}\n\n{table(rows)}\n", flush=True)
+                if breakdown := profile_table(rows):
+                    print(f"{breakdown}\n", flush=True)
             results[str(data)] = [asdict(r) for r in rows]
             full = next((r for r in rows if r.mode == "full"), None)
             if full is not None and getattr(args, "plain", None):

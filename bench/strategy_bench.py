@@ -10,6 +10,8 @@ help or hurt the next (each also gets its own empty ``SFTUNE_CACHE``).
     .venv/bin/python bench/strategy_bench.py                   # 10 epochs each on the ants/bees data
     .venv/bin/python bench/strategy_bench.py --quick           # smoke test: tiny model, digits, 2 epochs
     .venv/bin/python bench/strategy_bench.py --strategies full,lp_ft,auto --json out.json
+    .venv/bin/python bench/strategy_bench.py --probe-compare   # linear_probe's L-BFGS head vs its SGD head and
+                                                              # a scikit-learn LogisticRegression C sweep, same features
       [--data DIR] [--model NAME] [--epochs N] [--batch-size N] [--out-dir DIR]
 
 Per strategy it reports: final val accuracy and macro-F1 of the saved (best) weights,
@@ -88,6 +90,8 @@ class Row:
     why: str = ""
     wise_ft: list[dict[str, float]] = field(default_factory=list)
     wise_alpha: float | None = None          # the alpha wise_ft kept
+    probe_l2: float | None = None            # linear_probe (L-BFGS) / lp_ft: the L2 its probe chose
+    probe_selected_by: str = ""
 
 
 def child(spec: dict[str, Any], log: Path, env: dict[str, str]) -> tuple[int, dict[str, Any], str]:
@@ -105,15 +109,19 @@ def child(spec: dict[str, Any], log: Path, env: dict[str, str]) -> tuple[int, di
     return rc, {"error": f"exit {rc}: {tail[0][:300] if tail else 'no output'}"}, stdout
 
 
-def run_strategy(name: str, data: Path, settings: dict[str, Any], work: Path) -> Row:
-    row = Row(name)
-    print(f"  {name} ...", file=sys.stderr, flush=True)
-    out = work / name
+def run_strategy(name: str, data: Path, settings: dict[str, Any], work: Path, label: str | None = None,
+                 cache: str | None = None) -> Row:
+    """One strategy in a fresh child; ``label`` (default: the name) names its folder and row, ``cache``
+    (default: the label) its feature cache, so two rows can share one (the second then starts warm)."""
+    label = label or name
+    row = Row(label)
+    print(f"  {label} ...", file=sys.stderr, flush=True)
+    out = work / label
     rc, result, stdout = child({"data": str(data), "strategy": name, "out": str(out), "settings": settings},
-                               work / f"{name}.log", {"SFTUNE_CACHE": str(work / f"cache-{name}")})
+                               work / f"{label}.log", {"SFTUNE_CACHE": str(work / f"cache-{cache or label}")})
     if rc != 0 or "error" in result or not (out / "metrics.json").is_file():
         row.error = result.get("error") or f"exit {rc}, no metrics.json"
-        print(f"  ! {name}: {row.error}", file=sys.stderr, flush=True)
+        print(f"  ! {label}: {row.error}", file=sys.stderr, flush=True)
         return row
     m = json.loads((out / "metrics.json").read_text())
     row.ok, row.wall_s, row.engine_s = True, result["wall_s"], m.get("seconds")
@@ -127,12 +135,77 @@ def run_strategy(name: str, data: Path, settings: dict[str, Any], work: Path) ->
     choice = m.get("strategy_choice")
     if isinstance(choice, dict):
         row.chosen, row.why = str(choice.get("chosen", "")), str(choice.get("why", ""))
+    probe = m.get("probe")
+    if isinstance(probe, dict):
+        row.probe_l2, row.probe_selected_by = probe.get("l2"), str(probe.get("selected_by", ""))
     wise = m.get("wise_ft")  # a list of {alpha, acc}, or {"alpha": chosen, "alphas": [{alpha, acc, ...}]}
     points = wise.get("alphas") if isinstance(wise, dict) else wise
     if isinstance(points, list):
         row.wise_ft = [{"alpha": float(p["alpha"]), "acc": float(p["acc"])} for p in points]
         row.wise_alpha = wise.get("alpha") if isinstance(wise, dict) else None
     return row
+
+
+# --probe-compare: scikit-learn's LogisticRegression swept over C on exactly the features the
+# linear_probe run used (its feature cache, read through the same pipeline), scored on the val split.
+SKLEARN_CHILD = r"""
+import json, sys, time
+import numpy as np
+spec = json.loads(sys.argv[1])
+from sklearn.linear_model import LogisticRegression
+from sftune.config import build_config, resolve_task
+from sftune.tasks import create_task
+cfg = resolve_task(build_config(overrides={"data.path": spec["data"], **spec["settings"]}))
+task = create_task(cfg.task.name, cfg.task.options())
+pipeline = task.pipeline(cfg, 0, lambda message: None)
+pipeline.load()
+features = pipeline.features()
+tx, ty = (t.numpy() for t in features.train_set.tensors)
+vx, vy = (t.numpy() for t in features.val_set.tensors)
+rows = []
+for C in np.logspace(-4, 4, 17):
+    t0 = time.perf_counter()
+    model = LogisticRegression(C=float(C), max_iter=5000).fit(tx, ty)
+    rows.append({"C": float(C), "acc": float((model.predict(vx) == vy).mean()), "s": time.perf_counter() - t0})
+print("%s" + json.dumps({"rows": rows, "n_train": len(ty), "n_val": len(vy), "width": int(tx.shape[1])}))
+""".replace("%s", MARK)
+
+
+def sklearn_sweep(data: Path, settings: dict[str, Any], cache: Path, log: Path) -> dict[str, Any]:
+    """The C sweep of SKLEARN_CHILD on the features in ``cache`` (a linear_probe run's, so warm)."""
+    print("  scikit-learn LogisticRegression C sweep ...", file=sys.stderr, flush=True)
+    with log.with_suffix(".out").open("w+") as out, log.with_suffix(".err").open("w") as err:
+        rc = subprocess.call([sys.executable, "-c", SKLEARN_CHILD, json.dumps({"data": str(data), "settings": settings})],
+                             stdout=out, stderr=err, cwd=ROOT,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "SFTUNE_CACHE": str(cache)})
+        out.seek(0)
+        lines = [ln[len(MARK):] for ln in out.read().splitlines() if ln.startswith(MARK)]
+    if rc != 0 or not lines:
+        return {"error": f"exit {rc}"}
+    return json.loads(lines[-1])
+
+
+def probe_table(rows: list[Row], sweep: dict[str, Any]) -> tuple[str, bool | None]:
+    """linear_probe (L-BFGS, and the SGD head) against the best of the scikit-learn C sweep."""
+    lines = ["| head | val acc (%) | chosen | wall (s) |", "|---|---|---|---|"]
+    for r in rows:
+        chosen = (f"L2 {r.probe_l2:g} by {r.probe_selected_by}" if r.probe_l2 is not None
+                  else f"{r.epochs_run} epochs, best {r.best_epoch}")
+        lines.append(f"| {r.strategy} | {fmt(r.acc, '.1f', 100) if r.ok else 'failed: ' + r.error} | {chosen} "
+                     f"| {fmt(r.wall_s, '.1f')} |")
+    if "error" in sweep:
+        return "\n".join(lines + [f"| scikit-learn C sweep | failed: {sweep['error']} | | |"]), None
+    best = max(sweep["rows"], key=lambda row: row["acc"])
+    lines.append(f"| scikit-learn LogisticRegression, best of C in 1e-4..1e4 (17 values) | {best['acc'] * 100:.1f} "
+                 f"| C {best['C']:g} (on the val split itself) | {sum(row['s'] for row in sweep['rows']):.1f} (sweep) |")
+    lbfgs = next((r for r in rows if r.ok and r.probe_l2 is not None), None)
+    if lbfgs is None or lbfgs.acc is None:
+        return "\n".join(lines), None
+    gap = (best["acc"] - lbfgs.acc) * 100
+    ok = gap <= 0.5 + 1e-9
+    verdict = (f"linear_probe {lbfgs.acc * 100:.1f}% vs the best scikit-learn probe {best['acc'] * 100:.1f}%: "
+               f"gap {gap:.1f} points, {'PASS' if ok else 'FAIL'} (within 0.5 point)")
+    return "\n".join(lines) + "\n\n" + verdict, ok
 
 
 def fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
@@ -209,6 +282,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny random model, 32 px, 2 epochs (smoke test)")
     ap.add_argument("--out-dir", type=Path, help="keep bundles and logs here [a temp dir, deleted]")
     ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    ap.add_argument("--probe-compare", action="store_true",
+                    help="only linear_probe: its L-BFGS head (cold cache), its SGD head (solver=sgd, the same "
+                         "cache, warm) and a scikit-learn LogisticRegression C sweep on the same cached features")
     args = ap.parse_args()
 
     work = (args.out_dir or Path(tempfile.mkdtemp(prefix="sftune-strategy-bench-"))).resolve()
@@ -240,7 +316,12 @@ def main() -> int:
               f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}; strategies: {', '.join(names)}\n", flush=True)
         print(f"running (logs in {work}) ...", file=sys.stderr, flush=True)
         rows = []
-        for name in names:
+        if args.probe_compare:
+            rows.append(run_strategy("linear_probe", data, settings, work))
+            rows.append(run_strategy("linear_probe", data, {**settings, "strategy.solver": "sgd"}, work,
+                                     label="linear_probe solver=sgd", cache="linear_probe"))  # same features, warm
+            sweep = sklearn_sweep(data, settings, work / "cache-linear_probe", work / "sklearn.log")
+        for name in [] if args.probe_compare else names:
             extra = QUICK_OPTIONS.get(name, {}) if args.quick else {}
             rows.append(run_strategy(name, data, {**settings, **extra}, work))
             rows[-1].default_lr = registry[name]
@@ -248,6 +329,13 @@ def main() -> int:
         if args.out_dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
+    if args.probe_compare:
+        text, probe_ok = probe_table(rows, sweep)
+        print(text)
+        if args.json:
+            args.json.write_text(json.dumps({"data": str(data), "settings": settings, "within_half_point": probe_ok,
+                                             "rows": [asdict(r) for r in rows], "sklearn": sweep}, indent=2))
+        return 0 if all(r.ok for r in rows) and "error" not in sweep else 1
     print(table(rows) + "\n")
     verdict, auto_ok = auto_verdict(rows)
     print(verdict)

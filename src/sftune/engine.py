@@ -23,6 +23,7 @@ from . import __version__
 from . import bundle as B
 from .config import RunConfig, StrategyConfig, dump_yaml, load_yaml, resolve_task, validate
 from .precision import inference_bf16, subnormals_flushed
+from .profiling import Stages
 from . import resilience
 from .data import FeatureData
 from .data.datamodule import default_workers
@@ -30,6 +31,8 @@ from .errors import SftuneError
 from .pipelines import Pipeline
 from .strategies import Strategy, create_strategy
 from .strategies.auto import Automatic, Choice
+from .strategies.linear_probe import LinearProbe
+from .strategies.probe import ProbeFit
 from .tasks import Task, TaskModule, create_task
 
 # Settings that may change when continuing a run; anything else must match the saved config.
@@ -44,6 +47,7 @@ class RunResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     warnings: list[tuple[str, str]] = field(default_factory=list)  # train/val leakage, label mix-ups (data/checks.py)
+    stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage of the run (profiling.py)
 
 
 def run_training(
@@ -60,6 +64,7 @@ def run_training(
 def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: bool,
                   log: Callable[[str], None]) -> RunResult:
     started = time.time()
+    stage = Stages()  # wall seconds per stage: RunResult.stages, `sftune train --profile`
     if B.global_rank() != 0:
         log = _silent  # every process of a distributed run executes this; one of them talks
     if resume:
@@ -70,20 +75,24 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
 
     # 1. Everything that can be wrong with the input is checked before any real work starts:
     #    the task and strategy options, the output folder (claimed and locked), the data, the model name.
+    stage_started = time.perf_counter()
     task = create_task(config.task.name, config.task.options())
     monitor, monitor_mode = task.monitor_of(config)
     strategy = _budgeted_strategy(config, log)
     _refuse(task, strategy)
     run = B.RunFolder.open(out, resume=resume, overwrite=overwrite)  # a work folder renamed into place at the end
+    stage.add("config, task, strategy, run folder", time.perf_counter() - stage_started)
     try:
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         workers = default_workers() if config.data.num_workers is None else config.data.num_workers
         pipeline = task.pipeline(config, workers, log)  # the task's data and backbone, batches and caches
-        pipeline.load()
+        with stage("data scan, split, decode cache, backbone"):
+            pipeline.load()
         data, backbone = pipeline.data, pipeline.backbone
-        choice = None
+        choice = auto_probe = None
         if isinstance(strategy, Automatic):  # resolved here, so config.yaml (and --resume) hold the chosen strategy
-            choice = _choose_strategy(strategy, task, pipeline, log)
+            with stage("auto: probe"):
+                choice, auto_probe = _choose_strategy(strategy, task, pipeline, log, stage)
             config.strategy = StrategyConfig(name=choice.strategy, **choice.options)
             strategy = _budgeted_strategy(config, log)
             _refuse(task, strategy)
@@ -99,89 +108,85 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             f"data: {pipeline.describe()} | model: {config.model.name} ({backbone.arch}) | "
             f"strategy: {strategy.name}, {module.trainable_parameters():,} of {total:,} parameters train, lr {module.lr:g}"
         )
+        probe = None
         if strategy.probes_head and not resume:  # LP-FT: the head starts fitted to the frozen features
-            _probe_head(strategy, module, pipeline.features(), log)
+            with stage("feature pass (frozen backbone)"):
+                features = pipeline.features()
+            with stage("head fit (L-BFGS probe)"):
+                probe = _probe_head(strategy, module, features, log)
         start_weights = _start_weights(module, run, resume) if strategy.keeps_start_weights else None
-        datamodule = training_inputs(task, module, pipeline, config)
+        with stage("feature pass (frozen backbone)" if _trains_on_features(task, module, config) else "data loaders"):
+            datamodule = training_inputs(task, module, pipeline, config)
 
-        # 3. Lightning does the loop: checkpoints, early stopping, devices, precision.
-        checkpoint = ModelCheckpoint(
-            dirpath=run.work / B.CHECKPOINTS, filename="best", monitor=monitor, mode=monitor_mode,
-            save_top_k=1, enable_version_counter=False,
-        )
-        # A separate unmonitored callback rewrites last.ckpt after every epoch: Lightning 2.6's
-        # save_last only writes when a new best is saved, which would make --resume lose epochs.
-        last = ModelCheckpoint(dirpath=run.work / B.CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
-        callbacks: list[Any] = [checkpoint, last, _ElapsedTime(started), resilience.FiniteWeights()]
-        if config.trainer.progress_bar:
-            callbacks.append(EpochProgressBar())
-        if config.train.ema:
-            callbacks.append(EMA(config.train.ema_decay))
-        if config.train.patience > 0:
-            callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.train.patience))
-        if resume:
-            _keep_previous_log(run.work / "logs")
-        quiet = _quiet_lightning()
-        quiet.__enter__()
-        try:
-            loggers = _loggers(config, run)
-            trainer = _make_trainer(config, strategy.min_epochs(), callbacks, loggers)
-            _compute_options(trainer, module, datamodule, config, resume, log)
-
-            def rebuild() -> L.Trainer:  # after an out-of-memory error: a fresh Trainer, the earlier log kept
-                _keep_previous_log(run.work / "logs")  # a new CSV file; TensorBoard/MLflow go on in the same run
-                return _make_trainer(config, strategy.min_epochs(), callbacks,
-                                     [CSVLogger(run.work, name="logs", version=""), *loggers[1:]])
-
-            # OOM -> smaller steps, same effective batch; Ctrl-C -> RunInterrupted (resilience.py)
-            trainer = resilience.fit(trainer, rebuild, module, datamodule, run.last_checkpoint, resume, log)
-        finally:
-            quiet.__exit__(None, None, None)
-        if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop; last.ckpt is on disk
-            raise KeyboardInterrupt
-        if not run.is_writer or not trainer.is_global_zero:
-            return RunResult(run.final, {}, config)
-
+        # 3. Training. linear_probe's default solver fits the head to convergence on the cached features
+        #    (strategies/probe.py): no loop, nothing to checkpoint. Otherwise Lightning does the loop (_train).
+        solved = strategy.solves_head() and module.inputs_are_features and module.linear_head() is not None
+        if strategy.solves_head() and not solved:
+            log(f"{strategy.name}: this task's head is not one linear layer on cached features here; "
+                f"it trains for {config.train.epochs} epochs with the optimizer instead")
+        if solved:
+            side_loggers = _loggers(config, run)  # CSV, and TensorBoard/MLflow if on: a bad setting fails before the fit
+            with stage("head fit (L-BFGS)"):
+                probe = _solve_head(strategy, module, datamodule, auto_probe, log)
+            if not run.is_writer:
+                return RunResult(run.final, {}, config)
+            best_epoch = epochs_run = 0
+            history: list[dict[str, float]] = []  # no epochs: no per-epoch rows, so the report draws no curves
+        else:
+            with stage("training (Lightning fit)"):
+                trained = _train(config, task, strategy, module, datamodule, run, resume, started, monitor, monitor_mode, log)
+            if trained is None:  # a non-zero-rank process of a distributed run
+                return RunResult(run.final, {}, config)
+            best_path, best_epoch, epochs_run = trained
+            history = _history(run.work / "logs")
         # 4. The bundle: best weights, labels, lineage, then the final val metrics of those weights.
-        best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
-        best = torch.load(best_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(best["state_dict"])
-        bf16 = inference_bf16(next(module.parameters()).device, config.trainer.inference_precision,
-                              convolutional=pipeline.convolutional)  # as the bundle's own evaluation does
-        report = strategy.after_fit(module, start_weights, lambda: task.evaluate_in_memory(module, datamodule, bf16))
-        task.save_model(run.work, module, pipeline, datamodule, strategy, config)
-        lineage = _lineage(config, pipeline.lineage(), backbone.source)
-        lineage["strategy"] = choice.to_dict() if choice else {"requested": strategy.name, "chosen": strategy.name}
-        B.atomic_write_json(run.work / B.LINEAGE, lineage)
-        best_epoch = int(best["epoch"])
+        with stage("bundle: model, labels, lineage"):
+            bf16 = inference_bf16(next(module.parameters()).device, config.trainer.inference_precision,
+                                  convolutional=pipeline.convolutional)  # as the bundle's own evaluation does
+            report = strategy.after_fit(module, start_weights, lambda: task.evaluate_in_memory(module, datamodule, bf16))
+            task.save_model(run.work, module, pipeline, datamodule, strategy, config)
+            lineage = _lineage(config, pipeline.lineage(), backbone.source)
+            lineage["strategy"] = choice.to_dict() if choice else {"requested": strategy.name, "chosen": strategy.name}
+            if probe is not None:
+                lineage["strategy"]["probe"] = {"l2": probe.l2, "selected_by": probe.selected_by,
+                                                "class_weight": probe.class_weight}
+            B.atomic_write_json(run.work / B.LINEAGE, lineage)
 
-        outputs = task.final_outputs(run.work, module, datamodule, pipeline, config, workers)
+        with stage("final evaluation"):
+            outputs = task.final_outputs(run.work, module, datamodule, pipeline, config, workers)
         metrics = outputs.headline()
         metrics["skipped"] = len(getattr(data, "skipped", []))
         metrics["data_warnings"] = len(getattr(data, "warnings", []))
         metrics.update(strategy=strategy.name, trainable_parameters=module.trainable_parameters(), total_parameters=total)
         if choice:
             metrics["strategy_choice"] = choice.to_dict()
+        if probe is not None:  # the head's logistic-regression fit: chosen L2, how, val scores per L2
+            metrics["probe"] = probe.to_dict()
         if report:
             metrics[strategy.name] = report
         metrics.update(
-            best_epoch=best_epoch, epochs_run=trainer.current_epoch,
+            best_epoch=best_epoch, epochs_run=epochs_run,
             seconds=round(time.time() - started, 1),
-            history=_history(run.work / "logs"),
+            history=history,
         )
         B.atomic_write_json(run.work / B.METRICS, metrics)
+        if solved:
+            _log_solved_head(side_loggers, metrics)
         if config.report.enabled:
-            task.write_report(run.work, run.final, outputs, pipeline, config)
-        try:  # reference statistics for `sftune drift` / `sftune update`; optional, so never fatal
-            task.write_reference(run.work, module, datamodule, pipeline, outputs, config, log)
-        except Exception as e:  # noqa: BLE001 - the bundle is complete without them
-            log(f"warning: drift reference statistics not stored ({type(e).__name__}: {e}); "
-                f"`sftune drift` will need --reference")
-        if best_path.name == "best.ckpt":
-            best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
-        final = run.commit()
+            with stage("report"):
+                task.write_report(run.work, run.final, outputs, pipeline, config)
+        with stage("drift reference"):
+            try:  # reference statistics for `sftune drift` / `sftune update`; optional, so never fatal
+                task.write_reference(run.work, module, datamodule, pipeline, outputs, config, log)
+            except Exception as e:  # noqa: BLE001 - the bundle is complete without them
+                log(f"warning: drift reference statistics not stored ({type(e).__name__}: {e}); "
+                    f"`sftune drift` will need --reference")
+        with stage("bundle: commit"):
+            if not solved and best_path.name == "best.ckpt":
+                best_path.unlink()  # its weights are in model.safetensors; last.ckpt stays for continuing
+            final = run.commit()
         return RunResult(final, metrics, config, getattr(data, "skipped", []), seconds=time.time() - started,
-                         warnings=getattr(data, "warnings", []))
+                         warnings=getattr(data, "warnings", []), stages=stage.rounded())
     except BaseException:
         run.discard_if_empty()
         raise
@@ -189,13 +194,66 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
         run.release()
 
 
+def _train(config: RunConfig, task: Task, strategy: Strategy, module: TaskModule, datamodule: Any, run: B.RunFolder,
+           resume: bool, started: float, monitor: str, monitor_mode: str,
+           log: Callable[[str], None]) -> tuple[Path, int, int] | None:
+    """Lightning does the loop: checkpoints, early stopping, devices, precision. Returns the best
+    checkpoint's path, its epoch and the epochs run, with the best weights loaded into ``module``;
+    None on a process that does not write the bundle (distributed runs)."""
+    checkpoint = ModelCheckpoint(
+        dirpath=run.work / B.CHECKPOINTS, filename="best", monitor=monitor, mode=monitor_mode,
+        save_top_k=1, enable_version_counter=False,
+    )
+    # A separate unmonitored callback rewrites last.ckpt after every epoch: Lightning 2.6's
+    # save_last only writes when a new best is saved, which would make --resume lose epochs.
+    last = ModelCheckpoint(dirpath=run.work / B.CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
+    callbacks: list[Any] = [checkpoint, last, _ElapsedTime(started), resilience.FiniteWeights()]
+    if config.trainer.progress_bar:
+        callbacks.append(EpochProgressBar())
+    if config.train.ema:
+        callbacks.append(EMA(config.train.ema_decay))
+    if config.train.patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.train.patience))
+    if resume:
+        _keep_previous_log(run.work / "logs")
+    quiet = _quiet_lightning()
+    quiet.__enter__()
+    try:
+        loggers = _loggers(config, run)
+        trainer = _make_trainer(config, strategy.min_epochs(), callbacks, loggers)
+        _compute_options(trainer, module, datamodule, config, resume, log)
+
+        def rebuild() -> L.Trainer:  # after an out-of-memory error: a fresh Trainer, the earlier log kept
+            _keep_previous_log(run.work / "logs")  # a new CSV file; TensorBoard/MLflow go on in the same run
+            return _make_trainer(config, strategy.min_epochs(), callbacks,
+                                 [CSVLogger(run.work, name="logs", version=""), *loggers[1:]])
+
+        # OOM -> smaller steps, same effective batch; Ctrl-C -> RunInterrupted (resilience.py)
+        trainer = resilience.fit(trainer, rebuild, module, datamodule, run.last_checkpoint, resume, log)
+    finally:
+        quiet.__exit__(None, None, None)
+    if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop; last.ckpt is on disk
+        raise KeyboardInterrupt
+    if not run.is_writer or not trainer.is_global_zero:
+        return None
+
+    best_path = Path(checkpoint.best_model_path or run.last_checkpoint)
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    return best_path, int(best["epoch"]), trainer.current_epoch
+
+
 def training_inputs(task: Task, module: TaskModule, pipeline: Pipeline, config: RunConfig) -> Any:
     """What the module trains on: cached frozen-backbone features when the backbone never trains
     and the task's head works on pooled features, else the raw inputs' datamodule."""
-    if config.data.feature_cache and task.caches_features and module.backbone_always_frozen():
+    if _trains_on_features(task, module, config):
         module.inputs_are_features = True
         return pipeline.features()
     return pipeline.datamodule()
+
+
+def _trains_on_features(task: Task, module: TaskModule, config: RunConfig) -> bool:
+    return bool(config.data.feature_cache and task.caches_features and module.backbone_always_frozen())
 
 
 def _budgeted_strategy(config: RunConfig, log: Callable[[str], None]) -> Strategy:
@@ -302,52 +360,73 @@ def _loggers(config: RunConfig, run: B.RunFolder) -> list[Any]:
     return loggers
 
 
+def _log_solved_head(loggers: list[Any], metrics: dict[str, Any]) -> None:
+    """A head fitted without epochs (linear_probe's L-BFGS) still reaches the run's ``loggers`` (the
+    CSV log, and TensorBoard/MLflow when the config turns them on): its val metrics once, at step 0.
+    metrics.json's ``history`` stays empty: there are no epochs."""
+    values = {f"val/{k}": float(v) for k, v in metrics.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "best_epoch", "epochs_run")}
+    for logger in loggers:
+        logger.log_metrics(values, step=0)
+        logger.finalize("success")
+
+
 def _flat_config(config: RunConfig) -> dict[str, Any]:
     """``section.key: value`` pairs of the config, for loggers that take flat hyperparameters."""
     return {f"{section}.{key}": value for section, values in config.to_dict().items() if isinstance(values, dict)
             for key, value in values.items()} | {"task": config.task.name}
 
 
-def _probe_head(strategy, task: TaskModule, features: FeatureData, log: Callable[[str], None]) -> None:
-    train_x, train_y = features.train_set.tensors
-    val_x, val_y = features.val_set.tensors
+def _probe_head(strategy: Strategy, task: TaskModule, features: FeatureData, log: Callable[[str], None]) -> ProbeFit:
+    """LP-FT: fit the task's linear head on the frozen features before fine-tuning starts."""
+    fit = strategy.fit_probe(task.linear_head(), features)
+    log(f"probe: head fitted on frozen features ({fit.describe()}); fine-tuning everything from it")
+    return fit
+
+
+def _solve_head(strategy: Strategy, task: TaskModule, features: FeatureData, auto_probe: tuple[dict[str, torch.Tensor], ProbeFit] | None,
+                log: Callable[[str], None]) -> ProbeFit:
+    """``linear_probe`` (L-BFGS solver): the head is the logistic regression fitted on the cached
+    features. After ``auto`` chose ``linear_probe`` with the same options, its probe *is* that fit
+    (same function, features and options): its weights are taken instead of fitting again."""
     head = task.linear_head()
-    before, after = strategy.fit_probe(head, train_x, train_y)
-    with torch.inference_mode():
-        logits = head(val_x)
-        if val_y.ndim == 2:  # multi-label: per-label accuracy at threshold 0.5
-            accuracy = ((logits > 0) == val_y.bool()).float().mean().item()
-        else:
-            accuracy = (logits.argmax(-1) == val_y).float().mean().item()
-    log(f"probe: head fitted on frozen features (loss {before:.3f} -> {after:.3f}, val acc {accuracy:.3f}); "
-        f"fine-tuning everything from it")
+    if auto_probe is not None and strategy == LinearProbe():
+        state, fit = auto_probe
+        head.load_state_dict(state)
+        log(f"{strategy.name}: the head is auto's probe ({fit.describe()})")
+        return fit
+    fit = strategy.fit_probe(head, features)
+    log(f"{strategy.name}: head fitted to convergence on frozen features ({fit.describe()}); no training epochs")
+    return fit
 
 
-def _choose_strategy(auto: Automatic, task: Task, pipeline: Pipeline, log: Callable[[str], None]) -> Choice:
+def _choose_strategy(auto: Automatic, task: Task, pipeline: Pipeline, log: Callable[[str], None],
+                     stage: Stages | None = None) -> tuple[Choice, tuple[dict[str, torch.Tensor], ProbeFit] | None]:
     """``auto``: a quick probe on the (cached) frozen features, then the rule of strategies/auto.py.
-    Tasks whose heads need feature maps, not pooled features (segmentation), have no such probe:
-    the rule then goes by the data size alone."""
-    from .strategies.lp_ft import LinearProbeThenFineTune
-
+    The probe is ``linear_probe``'s own head fit (strategies/probe.py, default options), so the
+    score it reports is what ``linear_probe`` then delivers; it is returned (head weights, fit) for
+    reuse. Tasks whose heads need feature maps, not pooled features (segmentation), have no such
+    probe: the rule then goes by the data size alone."""
     if not task.caches_features:
         choice = auto.choose(len(pipeline.data.train), len(pipeline.data.classes), None, pipeline.config.train.epochs)
         log(f"auto: chose {choice.strategy} — {choice.why}")
-        return choice
-    features = pipeline.features()
-    train_x, train_y = features.train_set.tensors
-    val_x, val_y = features.val_set.tensors
+        return choice, None
+    with (stage or Stages())("feature pass (frozen backbone)"):
+        features = pipeline.features()
+    train_x, _ = features.train_set.tensors
     data = pipeline.data
+    probe = None
     if getattr(data, "multi_label", False):
         probe_acc = 0.0  # the probe rule is for single-label data; multi-label goes by size alone
     else:
         with torch.random.fork_rng():  # the probe's init must not shift the global RNG: auto -> X equals X
-            probe = torch.nn.Linear(train_x.shape[1], len(data.classes))
-        LinearProbeThenFineTune().fit_probe(probe, train_x, train_y)
-        with torch.inference_mode():
-            probe_acc = (probe(val_x).argmax(-1) == val_y).float().mean().item()
+            fc = torch.nn.Linear(train_x.shape[1], len(data.classes))
+        fit = LinearProbe().fit_probe(fc, features)
+        probe_acc = fit.val_acc if fit.val_acc is not None else 0.0
+        probe = ({k: v.detach().clone() for k, v in fc.state_dict().items()}, fit)
     choice = auto.choose(len(data.train), len(data.classes), probe_acc, pipeline.config.train.epochs)
     log(f"auto: chose {choice.strategy} — {choice.why}")
-    return choice
+    return choice, probe
 
 
 def _start_weights(task: TaskModule, run: B.RunFolder, resume: bool) -> dict[str, torch.Tensor]:

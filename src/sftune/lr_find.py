@@ -57,7 +57,7 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
     pipeline = task.pipeline(config, workers, log)
     pipeline.load()
     if isinstance(strategy, Automatic):
-        choice = _choose_strategy(strategy, task, pipeline, log)
+        choice, _ = _choose_strategy(strategy, task, pipeline, log)
         strategy = create_strategy(StrategyConfig(name=choice.strategy, **choice.options))
         _refuse(task, strategy)
     module = task.module(pipeline, strategy, config)

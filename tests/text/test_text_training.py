@@ -121,7 +121,11 @@ def test_task_auto_in_the_bundle_config(probe_run, tiny_bert_dir, digits_dir, tm
 # ------------------------------------------------------------------------------ strategies
 
 
-STRATEGY_OPTIONS = {"freeze_unfreeze": {"strategy__unfreeze_epoch": 1}, "gradual_unfreeze": {"strategy__stages": 1}}
+# linear_probe: its SGD solver, so that every strategy runs the training loop this test inspects (its
+# default L-BFGS solver runs no epochs: probe_run, test_linear_probe_uses_cached_features and
+# tests/test_probe.py cover it).
+STRATEGY_OPTIONS = {"freeze_unfreeze": {"strategy__unfreeze_epoch": 1}, "gradual_unfreeze": {"strategy__stages": 1},
+                    "linear_probe": {"strategy__solver": "sgd"}}
 
 
 @pytest.fixture(scope="module")
@@ -317,8 +321,11 @@ def test_multi_label_trains_with_bce_and_tuned_thresholds(strategy, tolerance, t
                                                           tmp_path, spy):
     run = text_run(tiny_bert_dir, multi_label_jsonl["train"], tmp_path / "ml", strategy=strategy,
                    val=multi_label_jsonl["val"], data__multi_label=True)
-    assert isinstance(spy.criterion, torch.nn.BCEWithLogitsLoss)
-    assert spy.targets.dtype == torch.float32 and spy.targets.shape[1] == 3  # multi-hot (B, C)
+    if strategy == "linear_probe":  # its L-BFGS head: per-class sigmoid/BCE logistic regression, no training loop
+        assert run.metrics["epochs_run"] == 0 and run.metrics["probe"]["selected_by"] == "validation split"
+    else:
+        assert isinstance(spy.criterion, torch.nn.BCEWithLogitsLoss)
+        assert spy.targets.dtype == torch.float32 and spy.targets.shape[1] == 3  # multi-hot (B, C)
     labels = json.loads((run.path / B.LABELS).read_text())
     assert labels["classes"] == ["long", "negative", "positive"]
     assert len(labels["thresholds"]) == 3 and all(0.05 <= t <= 0.95 for t in labels["thresholds"])

@@ -193,8 +193,11 @@ def _run_config(config_file: str | None, sets: tuple[str, ...], no_progress: boo
 @click.option("--trust-pickle", is_flag=True, help="Allow a file:<.pth/.pt/.bin> backbone to be fully unpickled "
               "(runs any code inside it; default: tensors only, weights_only=True). Only for files you trust.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+@click.option("--profile", is_flag=True, help="Print where the run's seconds went, stage by stage (start-up and "
+              "imports, data, feature pass, training, evaluation, report, drift reference, bundle); with --json "
+              "they are in its \"profile\" key.")
 def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
-          trust_pickle: bool, no_progress: bool, as_json: bool, **flags: Any) -> None:
+          trust_pickle: bool, no_progress: bool, as_json: bool, profile: bool, **flags: Any) -> None:
     """Fine-tune a pretrained model and write a bundle.
 
     \b
@@ -210,9 +213,16 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
       sftune train -c my.yaml --set train.epochs=20 --set strategy.unfreeze_epoch=5
       sftune train --out runs/ants --resume
     """
+    import time
+
+    from ..profiling import seconds_since_process_start
+
+    startup = seconds_since_process_start()  # interpreter, click and the CLI, before the engine's imports
+    imports_started = time.perf_counter()
     from ..engine import run_training
     from .. import default_out_dir
 
+    imports = time.perf_counter() - imports_started
     if resume and not out:
         raise SftuneError("--resume needs --out: the folder of the run to continue")
     # --json: stdout holds the JSON document alone; progress bar off, info lines to stderr.
@@ -224,11 +234,17 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
                               log=output.info_err if as_json else output.info)
     if not result.metrics:
         return  # a non-zero-rank process of a distributed run
+    stages = {**({"start-up (python, CLI)": round(startup, 3)} if startup is not None else {}),
+              "imports (engine: torch, lightning, timm)": round(imports, 3), **result.stages}
     if as_json:
-        click.echo(json.dumps({"bundle": str(result.path), **{k: v for k, v in result.metrics.items() if k != "history"}}, indent=2))
+        extra = {"profile": stages} if profile else {}
+        click.echo(json.dumps({"bundle": str(result.path), **{k: v for k, v in result.metrics.items() if k != "history"},
+                               **extra}, indent=2))
     else:
-        output.run_summary(result.path, result.metrics, title=f"validation metrics (best epoch {_epoch(result.metrics)})")
+        output.run_summary(result.path, result.metrics, title=f"validation metrics ({_epoch_title(result.metrics)})")
         output.info(f"bundle: {result.path}  ({result.seconds:.0f} s)")
+    if profile:
+        output.profile_table(stages, log=output.info_err if as_json else output.info)
 
 
 @cli.command(name="lr-find")
@@ -358,6 +374,14 @@ def eval_cmd(bundles: tuple[str, ...], data: str, out: str | None, no_report: bo
         output.report_summary(report, html_path)
     else:
         output.comparison_summary(report, html_path)
+
+
+def _epoch_title(metrics: dict[str, Any]) -> str:
+    """"best epoch 3 of 10", or for a head fitted without epochs (linear_probe's L-BFGS) its L2."""
+    probe = metrics.get("probe")
+    if metrics.get("epochs_run") == 0 and isinstance(probe, dict):
+        return f"head fitted with L-BFGS, L2 {probe.get('l2'):g} chosen by {probe.get('selected_by')}"
+    return f"best epoch {_epoch(metrics)}"
 
 
 def _epoch(metrics: dict[str, Any]) -> str:

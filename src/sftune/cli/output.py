@@ -225,3 +225,14 @@ def comparison_summary(report: dict[str, Any], html_path: Any = None) -> None:
          f"both right {sig['both_right']}, both wrong {sig['both_wrong']})")
     if html_path:
         info(f"report: {html_path}")
+
+
+def profile_table(stages: dict[str, float], log: Any = info) -> None:
+    """`sftune train --profile`: wall seconds per stage of the run, longest first, with the total."""
+    total = sum(stages.values())
+    log("profile: wall seconds per stage (one run; stages as the engine times them)")
+    width = max(len(name) for name in stages) if stages else 0
+    for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
+        share = 100 * seconds / total if total else 0.0
+        log(f"  {name:<{width}}  {seconds:7.2f} s  {share:4.0f}%")
+    log(f"  {'total':<{width}}  {total:7.2f} s")

@@ -46,6 +46,12 @@ class Strategy:
     probes_head: ClassVar[bool] = False  # True: fit_probe() fits the head on frozen features before training
     keeps_start_weights: ClassVar[bool] = False  # True: the engine saves the weights training starts from for after_fit()
 
+    def solves_head(self) -> bool:
+        """True: the head is fitted on cached features by ``fit_probe()`` and no training loop runs
+        (``linear_probe``'s L-BFGS solver), where the task has a linear head on cached pooled
+        features; elsewhere the strategy's param groups train as usual."""
+        return False
+
     def prepare(self, task: "TaskModule") -> None:
         """Change the model before its param groups are taken (e.g. inject LoRA adapters)."""
 

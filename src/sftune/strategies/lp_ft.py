@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 import torch
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from .base import STRATEGIES, ParamGroup, Strategy, backbone_params, head_params
+from .probe import ProbeFit, fit_probe
+
+if TYPE_CHECKING:
+    from ..data import FeatureData
 
 
 @STRATEGIES.register("lp_ft")
@@ -14,7 +20,8 @@ class LinearProbeThenFineTune(Strategy):
     the head to convergence on frozen features, then fine-tune everything from that head.
 
     The probe is an L2-regularised logistic regression solved with L-BFGS on the
-    cached features (the feature cache makes it take seconds); fine-tuning then
+    cached features (strategies/probe.py, shared with ``linear_probe`` and ``auto``; the
+    feature cache makes it take seconds); fine-tuning then
     starts from a head that already fits, so early gradients do not distort the
     pretrained features, and uses a small LR for the whole network.
     """
@@ -24,8 +31,10 @@ class LinearProbeThenFineTune(Strategy):
     summary = "head fitted to convergence on cached frozen features (L-BFGS), then everything fine-tunes from it"
     probes_head = True
     backbone_lr_scale: float = Field(1.0, gt=0, le=1)
-    probe_l2: float = Field(1e-3, ge=0, description="L2 penalty on the probe's weights (sum of squares)")
-    probe_steps: int = Field(100, ge=1, le=10_000, description="L-BFGS iterations of the probe")
+    probe_l2: float | None = Field(None, ge=0, description="L2 strength of the probe (coefficient of the weights' sum of "
+                                   "squares on the mean loss); unset: chosen on the val split from a grid")
+    probe_steps: int = Field(500, ge=1, le=10_000, description="L-BFGS iterations per probe fit at most")
+    probe_class_weight: Literal["balanced", "none"] = Field("balanced", description="per-class loss weights N / (C * count)")
 
     def param_groups(self, task) -> list[ParamGroup]:
         return [
@@ -33,27 +42,12 @@ class LinearProbeThenFineTune(Strategy):
             ParamGroup("backbone", backbone_params(task), lr_scale=self.backbone_lr_scale),
         ]
 
-    def fit_probe(self, fc: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        """Fit ``fc`` (F -> C) to ``features (N, F)`` / ``labels``: class indices (N,) (softmax
-        cross-entropy) or multi-hot (N, C) (sigmoid BCE, multi-label); return the loss before and after."""
-        optimizer = torch.optim.LBFGS(fc.parameters(), lr=1.0, max_iter=self.probe_steps, history_size=20,
-                                      line_search_fn="strong_wolfe")
-        multi_label = labels.ndim == 2
-
-        def loss_fn() -> torch.Tensor:
-            logits = fc(features)
-            fit = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float()) if multi_label
-                   else torch.nn.functional.cross_entropy(logits, labels))
-            return fit + self.probe_l2 * fc.weight.pow(2).sum()
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            before = float(loss_fn().detach())
-            optimizer.step(closure)
-            after = float(loss_fn().detach())
-        return before, after
+    def fit_probe(self, fc: torch.nn.Linear, features: "FeatureData") -> ProbeFit:
+        """Fit ``fc`` (F -> C) to the cached features: L2-regularised logistic regression (softmax
+        cross-entropy for class indices, per-class sigmoid BCE for multi-hot labels) solved with
+        L-BFGS, the same fit as ``linear_probe``'s (strategies/probe.py), L2 chosen on the val split
+        unless ``probe_l2`` is set."""
+        train_x, train_y = features.train_set.tensors
+        val_x, val_y = features.val_set.tensors
+        return fit_probe(fc, train_x, train_y, val_x, val_y, l2=self.probe_l2, class_weight=self.probe_class_weight,
+                         max_iter=self.probe_steps)
