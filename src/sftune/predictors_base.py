@@ -38,6 +38,7 @@ class CliInputs:
     out_dir: str | None = None  # segmentation: masks and overlays
     draw: str | None = None  # detection: images with boxes drawn
     min_score: float | None = None  # detection: lowest box score kept
+    windows: bool = False  # audio: each window's prediction of a long recording, with its times
 
     def refuse(self, bundle: Path, what: str, **flags: Any) -> None:
         """One line naming the first given flag among ``flags`` (flag -> value) that ``bundle`` does not take."""

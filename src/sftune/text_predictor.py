@@ -100,7 +100,7 @@ class FineTunedTextModel(BundlePredictor):
         if given.paths:
             raise SftuneError(f"'{self.path}' classifies texts: pass them with --text \"...\" or --file FILE, not as paths")
         given.refuse(self.path, "classifies texts", **{"--out-dir": given.out_dir, "--draw": given.draw,
-                                                       "--min-score": given.min_score})
+                                                       "--min-score": given.min_score, "--windows": given.windows})
         texts, pairs = given.texts, given.pairs
         if pairs and len(pairs) != len(texts):
             raise SftuneError(f"--pair given {len(pairs)} times for {len(texts)} --text; give one --pair per --text")

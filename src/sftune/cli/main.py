@@ -358,13 +358,15 @@ def _data_name(data: str) -> str:
               help="Detection bundles: write each image with its predicted boxes drawn here.")
 @click.option("--min-score", type=click.FloatRange(0, 1),
               help="Detection bundles: keep boxes scoring at least this [the bundle's task.min_score].")
+@click.option("--windows", is_flag=True,
+              help="Audio bundles: also each window's prediction of a long recording, with start/end in seconds.")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON list: classification {path or text, label, score, top_k}; segmentation {path, size, class_fractions, mask}.")
+              help="One JSON list: classification {path or text, label, score, top_k} (audio adds seconds, and windows with --windows); segmentation {path, size, class_fractions, mask}.")
 def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: tuple[str, ...], text_file: str | None,
             column: Any, top_k: int, batch_size: int, out_dir: str | None, draw: str | None, min_score: float | None,
-            precision: str, as_json: bool) -> None:
-    """Predict with a bundle: classify images (files, or folders searched for images) or
-    texts; segment images into per-pixel class masks.
+            windows: bool, precision: str, as_json: bool) -> None:
+    """Predict with a bundle: classify images or audio (files, or folders searched for them)
+    or texts; segment images into per-pixel class masks.
 
     \b
     Examples:
@@ -372,6 +374,7 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
       sftune predict runs/sst2 --text "a gripping, beautiful film" --text "dull and far too long"
       sftune predict runs/sst2 --file reviews.txt --json
       sftune predict runs/camvid street.png more_streets/ --out-dir masks/
+      sftune predict runs/digits clip.wav recordings/ --windows --json
 
     \b
     Exit status: 0 when at least one input was predicted (an input that cannot be
@@ -384,7 +387,7 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
     from ..predictors_base import CliInputs
 
     given = CliInputs(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir, draw,
-                      min_score)
+                      min_score, windows)
     predictions = model.run_cli(given)  # the bundle's predictor reads its own inputs, refuses the rest
     skipped = [p for p in predictions if getattr(p, "skipped", None)]
     if skipped and len(skipped) == len(predictions):
