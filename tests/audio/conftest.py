@@ -37,7 +37,7 @@ def tone(digit: int, rate: int = 8000, seconds: float = 0.25, seed: int = 0, cha
     return np.stack([wave] * channels, axis=1) if channels > 1 else wave
 
 
-def write_wav(path: Path, samples: np.ndarray, rate: int = 8000, subtype: str = "PCM_16") -> Path:
+def write_wav(path: Path, samples: np.ndarray, rate: int = 8000, subtype: str | None = None) -> Path:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
