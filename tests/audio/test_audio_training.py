@@ -98,15 +98,18 @@ def test_eval_and_drift_on_an_audio_bundle(cli_bundle, tmp_path):
     evaluated = sftune.load(out).evaluate(root)
     assert evaluated["n"] == 36 and evaluated["skipped"] == 0
     result = CliRunner().invoke(cli, ["drift", str(out), "--data", str(root), "--json", "--permutations", "99"])
-    assert result.exit_code in (0, 1), result.output  # 1: drift found; either way a verdict
+    assert result.exit_code in (0, 3), result.output  # 3: drift found; either way a verdict
     verdict = json.loads(result.output[result.output.index("{"):])
-    assert "drift" in verdict or "decision" in verdict or "features" in json.dumps(verdict)
+    assert verdict["drift"] == (result.exit_code == 3) and verdict["labeled"] is True
+    assert verdict["new_size"] == 36 and verdict["tests"]
     # Unlabeled new audio (a folder of files with unknown names) works too.
     unlabeled = tmp_path / "new"
     for i in range(12):
         write_wav(unlabeled / f"clip{i}.wav", tone(i % 3, seed=50 + i))
     result = CliRunner().invoke(cli, ["drift", str(out), "--data", str(unlabeled), "--json", "--permutations", "99"])
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code in (0, 3), result.output
+    verdict = json.loads(result.output[result.output.index("{"):])
+    assert verdict["labeled"] is False and verdict["new_size"] == 12
 
 
 def test_update_an_audio_bundle_with_new_speakers(cli_bundle, tmp_path):
