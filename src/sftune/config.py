@@ -42,7 +42,7 @@ class AudioConfig(_Section):
 
 
 class DataConfig(_Section):
-    path: str | None = Field(None, description="image folder (train/ [val/] or <class>/*) or CSV manifest with path,label")
+    path: str | None = Field(None, description="image or audio folder (train/ [val/] or <class>/*) or CSV manifest with path,label; text tables (see README)")
     val_path: str | None = Field(None, description="separate validation folder/CSV; default: <path>/val or a split")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share held out when there is no validation set")
     image_size: int | None = Field(None, ge=16, le=4096, description="override the backbone's pretrained input size (px)")

@@ -112,7 +112,9 @@ def run_options(command: Any) -> Any:
     options = [
         click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="YAML config; flags and --set override it."),
         click.option("--data", help="Images: folder (train/[val/] or <class>/*) or CSV of path,label. "
-                                    "Text: CSV/TSV/JSONL/Parquet file, folder with train/val files, or a saved HF dataset."),
+                                    "Text: CSV/TSV/JSONL/Parquet file, folder with train/val files, or a saved HF dataset. "
+                                    "Audio: folder (train/[val|test/] or <class>/*, or any folder with data.label_pattern) "
+                                    "or CSV of path,label[,split][,group]."),
         click.option("--val-data", help="Separate validation data (default: val/ or a val file beside the data, else a stratified split)."),
         click.option("--task", type=TaskName(),
                      help="Default auto: detected from --model and --data (a text table: text; image/mask pairs: "
@@ -184,6 +186,7 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
     Examples:
       sftune train --data hymenoptera_data --model efficientnet_lite0 --strategy linear_probe --out runs/ants
       sftune train --data SST-2/train.tsv --val-data SST-2/dev.tsv --strategy full --epochs 3 --out runs/sst2
+      sftune train --data recordings --set data.label_pattern='^(\\d+)_' --out runs/digits
       sftune train -c my.yaml --set train.epochs=20 --set strategy.unfreeze_epoch=5
       sftune train --out runs/ants --resume
     """
@@ -251,7 +254,8 @@ def lr_find(config_file: str | None, sets: tuple[str, ...], no_progress: bool, p
 @cli.command(name="eval")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(), metavar="BUNDLE [BUNDLE_B]")
 @click.option("--data", required=True, help="Images: a <class>/* folder, a train/val root (its val/ is used) or a CSV. "
-                                             "Text: a table file, a folder's val/dev file, or a saved HF dataset's validation split.")
+                                             "Text: a table file, a folder's val/dev file, or a saved HF dataset's validation split. "
+                                             "Audio: as training reads it (the bundle's data.label_pattern and data.val_pattern apply).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for report.html and report.json [BUNDLE/reports/<data name>; two bundles: "
                    "BUNDLE/reports/<data name>-vs-<BUNDLE_B name>].")

@@ -209,6 +209,9 @@ class AudioClassification(Classification):
     modality = "audio"
     summary = "audio clips (speech, sounds) -> one class; log-mel spectrogram into EfficientNet-Lite0 or any timm CNN"
     default_model = "efficientnet_lite0"
+    # Spectrograms are far from ImageNet photos: frozen features (the global default, linear_probe)
+    # leave accuracy behind, so every layer trains, the ones near the input at smaller LRs (llrd).
+    defaults = {"strategy.name": "llrd"}
     detect_priority = 12  # above text (a manifest of audio paths is no text table), below detection/segmentation
 
     @classmethod
