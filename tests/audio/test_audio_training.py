@@ -178,3 +178,25 @@ def test_spec_augment_masks_only_in_training_and_the_clip_mean():
         both = backbone({"windows": torch.stack([torch.stack([a, b]), torch.stack([a, torch.zeros_like(a)])]),
                          "mask": torch.tensor([[True, True], [True, False]])})
     assert torch.allclose(both[0], one.mean(dim=0), atol=1e-5) and torch.allclose(both[1], one[0], atol=1e-5)
+
+
+# Every strategy on audio, one short run each (the harness's tiny settings; 2-3 epochs where a
+# strategy changes what trains after the first).
+STRATEGY_RUNS = {"freeze_unfreeze": {"strategy__unfreeze_epoch": 1},
+                 "gradual_unfreeze": {"strategy__stages": 2, "strategy__unfreeze_every": 1, "train__epochs": 3}}
+
+
+@pytest.mark.parametrize("strategy", sorted(__import__("sftune.strategies", fromlist=["STRATEGIES"]).STRATEGIES.list()))
+def test_every_strategy_trains_an_audio_bundle(strategy, tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "strategy_tones"
+    if not root.exists():
+        write_tones(root, per_speaker=2)
+    epochs = 2 if strategy in STRATEGY_RUNS else 1
+    run = sftune.finetune(data=root, out=tmp_path_factory.mktemp(strategy) / "b", strategy=strategy,
+                          **{**KW, "train__epochs": epochs, **STRATEGY_RUNS.get(strategy, {})})
+    metrics = run.metrics
+    assert metrics["n"] > 0 and 0 <= metrics["acc"] <= 1
+    chosen = metrics["strategy"]
+    assert chosen != "auto" and (strategy == "auto" or chosen == strategy)
+    model = sftune.load(run.path)
+    assert model.evaluate(root)["n"] == 24
