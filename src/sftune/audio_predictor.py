@@ -16,7 +16,7 @@ import torch
 from . import bundle as B
 from .backbones.audio import AudioBackbone, audio_backbone, window_samples
 from .data.audio import AudioError, load_mono, window_starts, windows
-from .data.audio_batches import clip_batches, collate_audio
+from .data.audio_batches import clip_batches
 from .data.audio_sources import check_audio, find_unlabeled_audio, labeled_audio_samples
 from .data.sources import Sample
 from .errors import SftuneError
@@ -102,9 +102,10 @@ class FineTunedAudioModel(BundlePredictor):
         """Per batch of clips: each clip's window features (W_i, F)."""
         for start, end in clip_batches(waves, self.length, self.hop, max(1, batch_size)):
             stacked = [torch.from_numpy(windows(w, self.length, self.hop)) for w in waves[start:end]]
-            flat = torch.cat(stacked).to(self.device)
+            flat = torch.cat(stacked)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                feats = self.backbone(flat).float()
+                feats = torch.cat([self.backbone(chunk.to(self.device)).float()
+                                   for chunk in flat.split(max(1, batch_size))])  # long clips: bounded batches
             yield list(feats.split([len(x) for x in stacked]))
 
     @torch.inference_mode()

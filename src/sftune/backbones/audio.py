@@ -145,6 +145,7 @@ class AudioBackbone(Backbone):
         self.frontend = frontend
         self.augment = augment
         self.image_height = image_height
+        self.chunk = 256  # windows through the CNN at once when a batch holds several per clip
         cfg = image_backbone.data_config()
         channels = int(cfg["input_size"][0])
         mean = torch.tensor(cfg.get("mean", (0.5,) * channels), dtype=torch.float32)[:channels]
@@ -173,7 +174,8 @@ class AudioBackbone(Backbone):
         if isinstance(inputs, dict):
             windows, mask = inputs["windows"], inputs["mask"]
             b, w, n = windows.shape
-            features = self.model(self.spectrogram(windows.reshape(b * w, n))).view(b, w, -1)
+            flat = windows.reshape(b * w, n)  # in chunks: an hour-long clip is thousands of windows
+            features = torch.cat([self.model(self.spectrogram(chunk)) for chunk in flat.split(self.chunk)]).view(b, w, -1)
             weights = mask.to(features.dtype).unsqueeze(-1)
             return (features * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
         return self.model(self.spectrogram(inputs))

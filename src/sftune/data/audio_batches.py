@@ -11,7 +11,6 @@ random crop of a long clip or a short clip at a random offset in silence, drawn 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import SftuneError
-from .audio import AudioError, load_mono, random_window, windows
+from .audio import AudioError, load_mono, random_window, window_starts, windows
 from .datamodule import _EpochAware, _mix
 from .sources import Sample
 
@@ -93,7 +92,11 @@ class AudioClassificationData(_EpochAware):
         self.seed = seed
 
     def val_batch_size(self) -> int:
-        return max(64, self.batch_size)
+        """64 clips (or the training batch) per batch, fewer when clips are long: at most about
+        1,024 windows in a padded (B, W, N) batch."""
+        val = self.val_set
+        most = max((len(window_starts(len(w), val.length, val.hop)) for w in val.waves), default=1)
+        return max(1, min(max(64, self.batch_size), 1024 // most))
 
 
 def clip_batches(waves: list[np.ndarray], length: int, hop: int, max_windows: int) -> list[tuple[int, int]]:
@@ -109,7 +112,3 @@ def clip_batches(waves: list[np.ndarray], length: int, hop: int, max_windows: in
     if start < len(waves):
         ranges.append((start, len(waves)))
     return ranges
-
-
-def paths_of(samples: list[Sample]) -> list[Path]:
-    return [Path(s.path) for s in samples]
