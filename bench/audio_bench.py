@@ -133,10 +133,14 @@ def main() -> None:
             peer = peer_row(split, args, env)
             rows.append(peer)
             print(f"# {split}: peer acc {peer['acc']:.4f} in {peer['wall']:.0f} s", file=sys.stderr, flush=True)
+            if args.json:  # written after every row: a run stopped early keeps what it measured
+                args.json.write_text(json.dumps(rows, indent=2))
             for extra in args.sftune_args or [""]:
                 row = sftune_row(split, extra, args, env, Path(tmp))
                 rows.append(row)
                 print(f"# {split}: {row['side']} acc {row['acc']:.4f} in {row['wall']:.0f} s", file=sys.stderr, flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(rows, indent=2))
     print(f"FSDD, {args.epochs} epochs each side, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)")
     print("| split | side | acc [95% CI] | wall s | time to peer's best s | / peer wall | load |")
