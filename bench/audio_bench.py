@@ -19,6 +19,7 @@ Splits of the Free Spoken Digit Dataset (3,000 clips, 6 speakers, 8 kHz):
     .venv/bin/python bench/audio_bench.py                       # 5 epochs each, both splits
     .venv/bin/python bench/audio_bench.py --epochs 2 --splits official
       [--data DIR] [--sftune-args "..."] [--peer-args "..."] [--json out.json] [--threads N]
+    .venv/bin/python bench/audio_bench.py --table-from out.json --epochs 2   # the table of a saved run
 
 Columns:
   acc [95% CI]: the last epoch's test accuracy (both sides evaluate the final weights on the
@@ -111,6 +112,22 @@ def time_to(target: float, ends: list[tuple[float, float]]) -> float | None:
     return next((t for acc, t in ends if acc is not None and round(acc, 4) >= round(target, 4)), None)
 
 
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """The markdown table of ``rows`` (each split's rows after its peer row)."""
+    print(f"FSDD, {args.epochs} epochs each side, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)")
+    print("| split | side | acc [95% CI] | wall s | time to peer's best s | / peer wall | load |")
+    print("|---|---|---|---|---|---|---|")
+    for split in dict.fromkeys(r["split"] for r in rows):
+        peer = next(r for r in rows if r["split"] == split and r["side"] == "peer")
+        for r in (x for x in rows if x["split"] == split):
+            lo, hi = bootstrap(r["acc"], r["n"])
+            reach = time_to(peer["best"], r["epoch_ends"])
+            ratio = f"{reach / peer['wall']:.2f}" if reach else "-"
+            print(f"| {split} | {r['side']} | {r['acc']:.3f} [{lo:.3f}, {hi:.3f}] | {r['wall']:.0f} | "
+                  f"{f'{reach:.0f}' if reach else '-'} | {ratio} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -121,7 +138,11 @@ def main() -> None:
     ap.add_argument("--peer-args", default="")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both sides (default: unset)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--table-from", type=Path, help="only print the table of a JSON file an earlier run wrote")
     args = ap.parse_args()
+    if args.table_from:
+        print_table(json.loads(args.table_from.read_text()), args)
+        return
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -141,18 +162,7 @@ def main() -> None:
                 print(f"# {split}: {row['side']} acc {row['acc']:.4f} in {row['wall']:.0f} s", file=sys.stderr, flush=True)
                 if args.json:
                     args.json.write_text(json.dumps(rows, indent=2))
-    print(f"FSDD, {args.epochs} epochs each side, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)")
-    print("| split | side | acc [95% CI] | wall s | time to peer's best s | / peer wall | load |")
-    print("|---|---|---|---|---|---|---|")
-    for split in args.splits.split(","):
-        peer = next(r for r in rows if r["split"] == split and r["side"] == "peer")
-        for r in (x for x in rows if x["split"] == split):
-            lo, hi = bootstrap(r["acc"], r["n"])
-            reach = time_to(peer["best"], r["epoch_ends"])
-            ratio = f"{reach / peer['wall']:.2f}" if reach else "-"
-            print(f"| {split} | {r['side']} | {r['acc']:.3f} [{lo:.3f}, {hi:.3f}] | {r['wall']:.0f} | "
-                  f"{f'{reach:.0f}' if reach else '-'} | {ratio} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+    print_table(rows, args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
