@@ -20,6 +20,7 @@ Splits of the Free Spoken Digit Dataset (3,000 clips, 6 speakers, 8 kHz):
     .venv/bin/python bench/audio_bench.py --epochs 2 --splits official
       [--data DIR] [--sftune-args "..."] [--peer-args "..."] [--json out.json] [--threads N]
     .venv/bin/python bench/audio_bench.py --table-from out.json --epochs 2   # the table of a saved run
+    .venv/bin/python bench/audio_bench.py --peer-rows out.json ...           # sftune rows only, peer reused
 
 Columns:
   acc [95% CI]: the last epoch's test accuracy (both sides evaluate the final weights on the
@@ -112,6 +113,10 @@ def time_to(target: float, ends: list[tuple[float, float]]) -> float | None:
     return next((t for acc, t in ends if acc is not None and round(acc, 4) >= round(target, 4)), None)
 
 
+def _load(load: list[float] | None) -> str:
+    return f"{load[0]:.1f} -> {load[1]:.1f}" if load else "?"
+
+
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     """The markdown table of ``rows`` (each split's rows after its peer row)."""
     print(f"FSDD, {args.epochs} epochs each side, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
@@ -125,7 +130,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             reach = time_to(peer["best"], r["epoch_ends"])
             ratio = f"{reach / peer['wall']:.2f}" if reach else "-"
             print(f"| {split} | {r['side']} | {r['acc']:.3f} [{lo:.3f}, {hi:.3f}] | {r['wall']:.0f} | "
-                  f"{f'{reach:.0f}' if reach else '-'} | {ratio} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+                  f"{f'{reach:.0f}' if reach else '-'} | {ratio} | {_load(r.get('load'))} |")
 
 
 def main() -> None:
@@ -138,6 +143,7 @@ def main() -> None:
     ap.add_argument("--peer-args", default="")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both sides (default: unset)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--peer-rows", type=Path, help="reuse the peer rows of a JSON file an earlier run wrote")
     ap.add_argument("--table-from", type=Path, help="only print the table of a JSON file an earlier run wrote")
     args = ap.parse_args()
     if args.table_from:
@@ -148,10 +154,13 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     src = HERE.parent / "src"
     env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    reused = json.loads(args.peer_rows.read_text()) if args.peer_rows else []
+    reused = [r for r in reused if r["side"] == "peer"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="audio-bench-") as tmp:
         for split in args.splits.split(","):
-            peer = peer_row(split, args, env)
+            stored = [r for r in reused if r["split"] == split]
+            peer = stored[0] if stored else peer_row(split, args, env)
             rows.append(peer)
             print(f"# {split}: peer acc {peer['acc']:.4f} in {peer['wall']:.0f} s", file=sys.stderr, flush=True)
             if args.json:  # written after every row: a run stopped early keeps what it measured

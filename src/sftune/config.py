@@ -30,7 +30,7 @@ class AudioConfig(_Section):
     window_hop_seconds: float | None = Field(None, gt=0, le=60, description="audio: step between the windows of a long recording (s); default: half a window")
     win_ms: float = Field(25.0, gt=0, le=1000, description="audio: STFT window (ms)")
     hop_ms: float = Field(10.0, gt=0, le=1000, description="audio: STFT hop (ms)")
-    n_mels: int = Field(64, ge=8, le=512, description="audio: mel bands (the spectrogram's height)")
+    n_mels: int = Field(128, ge=8, le=512, description="audio: mel bands (the spectrogram's height; 128 gives the CNN twice the rows of the common 64)")
     fmin: float = Field(0.0, ge=0, description="audio: lowest mel frequency (Hz)")
     fmax: float | None = Field(None, gt=0, description="audio: highest mel frequency (Hz); default: half the sample rate")
     top_db: float = Field(80.0, gt=0, le=200, description="audio: dynamic range kept below each clip's peak (dB)")
@@ -407,6 +407,10 @@ def resolve_task(config: RunConfig) -> RunConfig:
     global_defaults = RunConfig().to_dict()
     for dotted, value in task.defaults.items():  # the task's own defaults, for settings not given
         section, key = dotted.split(".", 1)
+        if section == "strategy" and key != "name":  # an option of the task's default strategy, kept with it
+            if dotted not in given and "strategy.name" not in given and config.strategy.name == task.defaults.get("strategy.name"):
+                setattr(config.strategy, key, value)
+            continue
         current = getattr(getattr(config, section), key)
         if dotted not in given and current == global_defaults[section][key]:
             setattr(getattr(config, section), key, value)

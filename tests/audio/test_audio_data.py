@@ -200,3 +200,17 @@ def test_windows_cover_a_long_recording_and_pad_a_short_one():
     rng = np.random.default_rng(0)
     crop = random_window(np.ones(30, dtype=np.float32), 40, rng)
     assert crop.shape == (40,) and crop.sum() == 30
+
+
+def test_audio_is_detected_and_gets_its_default_strategy(tones_dir):
+    """task=auto finds audio files; the task's default strategy comes with its option, which a
+    strategy the user names does not inherit."""
+    from sftune.config import build_config, resolve_task
+
+    config = resolve_task(build_config(overrides={"data.path": str(tones_dir)}))
+    assert config.task.name == "audio_classification"
+    assert config.strategy.name == "full" and config.strategy.options() == {"backbone_lr_scale": 1.0}
+    named = resolve_task(build_config(overrides={"data.path": str(tones_dir), "strategy.name": "llrd"}))
+    assert named.strategy.name == "llrd" and named.strategy.options() == {}
+    tuned = resolve_task(build_config(overrides={"data.path": str(tones_dir), "strategy.backbone_lr_scale": 0.5}))
+    assert tuned.strategy.name == "full" and tuned.strategy.options() == {"backbone_lr_scale": 0.5}
