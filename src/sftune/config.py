@@ -407,10 +407,6 @@ def resolve_task(config: RunConfig) -> RunConfig:
     global_defaults = RunConfig().to_dict()
     for dotted, value in task.defaults.items():  # the task's own defaults, for settings not given
         section, key = dotted.split(".", 1)
-        if section == "strategy" and key != "name":  # an option of the task's default strategy, kept with it
-            if dotted not in given and "strategy.name" not in given and config.strategy.name == task.defaults.get("strategy.name"):
-                setattr(config.strategy, key, value)
-            continue
         current = getattr(getattr(config, section), key)
         if dotted not in given and current == global_defaults[section][key]:
             setattr(getattr(config, section), key, value)

@@ -202,15 +202,12 @@ def test_windows_cover_a_long_recording_and_pad_a_short_one():
     assert crop.shape == (40,) and crop.sum() == 30
 
 
-def test_audio_is_detected_and_gets_its_default_strategy(tones_dir):
-    """task=auto finds audio files; the task's default strategy comes with its option, which a
-    strategy the user names does not inherit."""
+def test_audio_is_detected_by_task_auto(tones_dir, tmp_path):
+    """task=auto finds audio files (a folder of them, or a manifest naming them); images stay images."""
     from sftune.config import build_config, resolve_task
 
     config = resolve_task(build_config(overrides={"data.path": str(tones_dir)}))
-    assert config.task.name == "audio_classification"
-    assert config.strategy.name == "full" and config.strategy.options() == {"backbone_lr_scale": 1.0}
-    named = resolve_task(build_config(overrides={"data.path": str(tones_dir), "strategy.name": "llrd"}))
-    assert named.strategy.name == "llrd" and named.strategy.options() == {}
-    tuned = resolve_task(build_config(overrides={"data.path": str(tones_dir), "strategy.backbone_lr_scale": 0.5}))
-    assert tuned.strategy.name == "full" and tuned.strategy.options() == {"backbone_lr_scale": 0.5}
+    assert config.task.name == "audio_classification" and config.model.name == "efficientnet_lite0"
+    (tmp_path / "pics" / "a").mkdir(parents=True)
+    (tmp_path / "pics" / "a" / "x.png").write_bytes(b"")
+    assert not is_audio_data(tmp_path / "pics")
