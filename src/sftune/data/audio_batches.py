@@ -82,7 +82,7 @@ class AudioClassificationData(_EpochAware):
     """Train on one random window per clip, validate on every window of each clip."""
 
     collate_fn: Callable = staticmethod(collate_audio)
-    drop_single_last = True  # a last batch of one clip: BatchNorm cannot train on it (the backbone trains by default)
+    drop_single_last = True  # a last batch of one clip: BatchNorm cannot train on it (when the backbone trains)
 
     def __init__(self, train: AudioDataset, val: AudioDataset, batch_size: int, seed: int) -> None:
         super().__init__()

@@ -210,7 +210,7 @@ class AudioClassification(Classification):
     summary = "audio clips (speech, sounds) -> one class; log-mel spectrogram into EfficientNet-Lite0 or any timm CNN"
     default_model = "efficientnet_lite0"
     # No own defaults: the global linear_probe (features cached once) measured 77% on FSDD's official
-    # split, while fine-tuning every layer (full, llrd) reached 22-33% in the same short budgets.
+    # split, while fine-tuning every layer (full, llrd) reached 22-42% in 2-epoch budgets (README).
     detect_priority = 12  # above text (a manifest of audio paths is no text table), below detection/segmentation
 
     @classmethod
