@@ -20,8 +20,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AudioConfig(_Section):
+    """The audio front end (task audio_classification): waveform -> log-mel spectrogram -> image CNN.
+
+    Saved resolved in every bundle's config.yaml, so predict and eval read audio as training did."""
+
+    sample_rate: int | None = Field(None, ge=1000, le=192_000, description="audio: rate (Hz) every file is resampled to; default: the training data's most common rate (saved in the bundle)")
+    clip_seconds: float = Field(1.0, gt=0, le=60, description="audio: window length (s); shorter clips are padded, longer ones split into windows whose predictions are averaged")
+    window_hop_seconds: float | None = Field(None, gt=0, le=60, description="audio: step between the windows of a long recording (s); default: half a window")
+    win_ms: float = Field(25.0, gt=0, le=1000, description="audio: STFT window (ms)")
+    hop_ms: float = Field(10.0, gt=0, le=1000, description="audio: STFT hop (ms)")
+    n_mels: int = Field(128, ge=8, le=512, description="audio: mel bands (the spectrogram's height; 128 gives the CNN twice the rows of the common 64)")
+    fmin: float = Field(0.0, ge=0, description="audio: lowest mel frequency (Hz)")
+    fmax: float | None = Field(None, gt=0, description="audio: highest mel frequency (Hz); default: half the sample rate")
+    top_db: float = Field(80.0, gt=0, le=200, description="audio: dynamic range kept below each clip's peak (dB)")
+    freq_masks: int = Field(2, ge=0, le=10, description="audio, training: SpecAugment frequency masks per clip (0 = off)")
+    freq_mask_bands: int = Field(8, ge=0, description="audio, training: widest frequency mask (mel bands)")
+    time_masks: int = Field(2, ge=0, le=10, description="audio, training: SpecAugment time masks per clip (0 = off)")
+    time_mask_frames: int = Field(10, ge=0, description="audio, training: widest time mask (STFT frames)")
+    image_height: int | None = Field(None, ge=16, le=1024, description="audio: resize the spectrogram to this many rows (and as many columns per frame) before the CNN; default: n_mels, no resize")
+
+
 class DataConfig(_Section):
-    path: str | None = Field(None, description="image folder (train/ [val/] or <class>/*) or CSV manifest with path,label")
+    path: str | None = Field(None, description="image or audio folder (train/ [val/] or <class>/*) or CSV manifest with path,label; text tables (see README)")
     val_path: str | None = Field(None, description="separate validation folder/CSV; default: <path>/val or a split")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share held out when there is no validation set")
     image_size: int | None = Field(None, ge=16, le=4096, description="override the backbone's pretrained input size (px)")
@@ -42,6 +63,26 @@ class DataConfig(_Section):
     label_separator: str = Field(",", min_length=1, description="text, multi-label: separator inside a label string")
     max_length: int = Field(128, ge=8, le=8192, description="text: tokens per example after truncation (batches pad to their longest)")
     truncation_side: Literal["right", "left"] = Field("right", description="text: which end of a long text is cut")
+    # Audio data (task audio_classification); the patterns are Python regular expressions on file names
+    label_pattern: str | None = Field(None, description="audio: class from each file name, the pattern's first group, e.g. '^(\\d+)_' (a flat folder of files)")
+    group_pattern: str | None = Field(None, description="audio: group (e.g. speaker) from each file name, first group; the validation split keeps each group on one side")
+    val_pattern: str | None = Field(None, description="audio: files whose name matches go to validation, e.g. '_[0-4]\\.wav$' (FSDD's official test split)")
+    audio: AudioConfig = Field(default_factory=AudioConfig, description="audio front end: see data.audio.*")
+
+    @field_validator("label_pattern", "group_pattern", "val_pattern")
+    @classmethod
+    def _check_pattern(cls, v: str | None, info: Any) -> str | None:
+        import re
+
+        if v is None:
+            return v
+        try:
+            compiled = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression ({e})") from None
+        if info.field_name != "val_pattern" and compiled.groups < 1:
+            raise ValueError("needs a group in parentheses holding the value, e.g. '^(\\d+)_'")
+        return v
 
     @field_validator("crop_scale")
     @classmethod
@@ -115,8 +156,8 @@ class TrainConfig(_Section):
     schedule: Literal["cosine", "onecycle", "constant"] = Field("cosine", description="LR schedule per optimizer step: warm-up + cosine, one-cycle, or warm-up + constant")
     warmup_epochs: float | None = Field(None, ge=0, description="linear LR warm-up (cosine, constant schedules); default: 10% of the epochs, at most 1")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off; 0.2-0.8 typical); image batches only")
-    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off; 1.0 typical); with mixup, one of the two per batch")
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off; 0.2-0.8 typical); images, and audio (waveforms mixed)")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off; 1.0 typical; images only); with mixup, one of the two per batch")
     mixup_prob: float = Field(1.0, ge=0, le=1, description="share of batches that get mixup/cutmix")
     ema: bool = Field(False, description="validate and save an exponential moving average of the weights")
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per step (warmed up: min(decay, (1+n)/(10+n)))")

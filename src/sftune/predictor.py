@@ -130,7 +130,7 @@ class FineTunedModel(BundlePredictor):
         """``sftune predict``: image files and folders; other bundles' flags are refused in one line."""
         given.refuse(self.path, "classifies images (pass image files or folders)", **{
             "--text": given.texts, "--pair": given.pairs, "--file": given.text_file, "--column": given.column,
-            "--out-dir": given.out_dir, "--draw": given.draw, "--min-score": given.min_score})
+            "--out-dir": given.out_dir, "--draw": given.draw, "--min-score": given.min_score, "--windows": given.windows})
         if not given.paths:
             raise SftuneError("nothing to classify: pass image files or folders after the bundle")
         return self.predict(list(given.paths), top_k=given.top_k, batch_size=given.batch_size)

@@ -41,6 +41,7 @@ class CliInputs:
     label_column: Any = None  # eval, text: the label column of --data
     text_pair_column: Any = None  # text: the second-text column of sentence pairs
     long_texts: str | None = None  # text: "truncate" or "windows" (mean over windows of max_length tokens)
+    windows: bool = False  # audio: each window's prediction of a long recording, with its times
 
     def text_flags(self) -> dict[str, Any]:
         """The options on how to read texts (flag -> value): refused by bundles that read none."""

@@ -154,7 +154,7 @@ class FineTunedTextModel(BundlePredictor):
         if given.paths:
             raise SftuneError(f"'{self.path}' classifies texts: pass them with --text \"...\" or --file FILE, not as paths")
         given.refuse(self.path, "classifies texts", **{"--out-dir": given.out_dir, "--draw": given.draw,
-                                                       "--min-score": given.min_score,
+                                                       "--min-score": given.min_score, "--windows": given.windows,
                                                        "--label-column": given.label_column})
         self.use_inputs(given)
         texts, pairs = given.texts, given.pairs

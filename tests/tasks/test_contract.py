@@ -34,6 +34,7 @@ from sftune.errors import SftuneError
 from sftune.strategies import STRATEGIES, create_strategy
 from sftune.tasks import TASKS, TaskOptions, create_task
 
+from audio.conftest import TINY_AUDIO as AUDIO_TINY, write_class_folders
 from conftest import TINY
 from detection.conftest import write_detection
 from segmentation.conftest import draw_labels, save_image, write_seg_folder
@@ -43,6 +44,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SEG = "semantic_segmentation"
 DET = "object_detection"
 CLS = "image_classification"
+AUD = "audio_classification"
 SEG_SIZE = (45, 37)  # (width, height) of the generated segmentation images
 EPOCHS = 2
 
@@ -66,7 +68,8 @@ DET_RUN = {**{k: v for k, v in SEG_RUN.items() if not k.startswith("task__")},
            "task__min_size": 64, "task__max_size": 96, "task__worst_images": 2, "task__detector": "fcos"}
 CLS_RUN = {k.replace(".", "__"): v for k, v in TINY.items()} | {"train__epochs": EPOCHS, "report__bootstrap": 20,
                                                                   "report__mistakes": 4}
-RUNS = {SEG: SEG_RUN, DET: DET_RUN, CLS: CLS_RUN}
+AUD_RUN = {k.replace(".", "__"): v for k, v in AUDIO_TINY.items()} | {"train__epochs": EPOCHS}
+RUNS = {SEG: SEG_RUN, DET: DET_RUN, CLS: CLS_RUN, AUD: AUD_RUN}
 
 
 def invoke(*args: Any):
@@ -105,6 +108,12 @@ def seg_images(tmp_path_factory) -> list[Path]:
 def det_data(tmp_path_factory) -> Path:
     """Pascal VOC layout with ImageSets splits: 8 train (1 without boxes) + 3 val images, 64x48, 3 classes."""
     return write_detection(tmp_path_factory.mktemp("contract") / "voc", "voc", n=11, n_val=3, negatives=1)
+
+
+@pytest.fixture(scope="module")
+def audio_folders(tmp_path_factory) -> Path:
+    """train/<digit>/*.wav + val/<digit>/*.wav: 8 + 2 tones per class, 3 classes."""
+    return write_class_folders(tmp_path_factory.mktemp("contract") / "audio")
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +215,8 @@ def test_every_strategy_has_a_segmentation_case():
 # (every strategy x classification: tests/test_strategies*.py). Detection refuses what segmentation refuses.
 CASES = [pytest.param(SEG, s, id=f"{SEG}-{s}") for s in SEG_TRAINS] + [
     pytest.param(DET, s, id=f"{DET}-{s}") for s in SEG_TRAINS] + [
-    pytest.param(CLS, "freeze_unfreeze", id=f"{CLS}-freeze_unfreeze")]
+    pytest.param(CLS, "freeze_unfreeze", id=f"{CLS}-freeze_unfreeze"),
+    pytest.param(AUD, "freeze_unfreeze", id=f"{AUD}-freeze_unfreeze")]
 
 
 def case_inputs(task: str, request) -> tuple[Path, list[Path], Callable, int]:
@@ -217,6 +227,9 @@ def case_inputs(task: str, request) -> tuple[Path, list[Path], Callable, int]:
     if task == DET:
         data = request.getfixturevalue("det_data")
         return data, sorted((data / "JPEGImages").iterdir())[:3], check_detection_predictions, 3
+    if task == AUD:
+        data = request.getfixturevalue("audio_folders")
+        return data, sorted((data / "val" / "1").iterdir()), check_classification_predictions, 3
     data = request.getfixturevalue("digits_split_dir")
     return data, sorted((data / "val" / "1").iterdir())[:3], check_classification_predictions, 3
 
@@ -229,6 +242,8 @@ def test_task_trains_to_a_bundle_that_loads_predicts_and_evaluates(task, strateg
         assert metrics["n"] == 2 and set(metrics["per_class_iou"]) == {"class_0", "class_1", "class_2"}
     elif task == DET:
         assert metrics["n"] == 3 and len(metrics["per_class_ap"]) == 3 and metrics["n_boxes"] > 0
+    elif task == AUD:
+        assert metrics["n"] == 6  # 2 val clips x 3 classes
     else:
         assert metrics["n"] == 30
 

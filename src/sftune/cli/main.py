@@ -135,7 +135,9 @@ def run_options(command: Any) -> Any:
     options = [
         click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="YAML config; flags and --set override it."),
         click.option("--data", help="Images: folder (train/[val/] or <class>/*) or CSV of path,label. "
-                                    "Text: CSV/TSV/JSONL/Parquet file, folder with train/val files, or a saved HF dataset."),
+                                    "Text: CSV/TSV/JSONL/Parquet file, folder with train/val files, or a saved HF dataset. "
+                                    "Audio: folder (train/[val|test/] or <class>/*, or any folder with data.label_pattern) "
+                                    "or CSV of path,label[,split][,group]."),
         click.option("--val-data", help="Separate validation data (default: val/ or a val file beside the data, else a stratified split)."),
         click.option("--task", type=TaskName(),
                      help="Default auto: detected from --model and --data (a text table: text; image/mask pairs: "
@@ -210,6 +212,7 @@ def train(config_file: str | None, sets: tuple[str, ...], out: str | None, resum
     Examples:
       sftune train --data hymenoptera_data --model efficientnet_lite0 --strategy linear_probe --out runs/ants
       sftune train --data SST-2/train.tsv --val-data SST-2/dev.tsv --strategy full --epochs 3 --out runs/sst2
+      sftune train --data recordings --set data.label_pattern='^(\\d+)_' --out runs/digits
       sftune train -c my.yaml --set train.epochs=20 --set strategy.unfreeze_epoch=5
       sftune train --out runs/ants --resume
     """
@@ -290,7 +293,8 @@ def lr_find(config_file: str | None, sets: tuple[str, ...], no_progress: bool, p
 @cli.command(name="eval")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(), metavar="BUNDLE [BUNDLE_B]")
 @click.option("--data", required=True, help="Images: a <class>/* folder, a train/val root (its val/ is used) or a CSV. "
-                                             "Text: a table file, a folder's val/dev file, or a saved HF dataset's validation split.")
+                                             "Text: a table file, a folder's val/dev file, or a saved HF dataset's validation split. "
+                                             "Audio: as training reads it (the bundle's data.label_pattern and data.val_pattern apply).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for report.html and report.json [BUNDLE/reports/<data name>; two bundles: "
                    "BUNDLE/reports/<data name>-vs-<BUNDLE_B name>].")
@@ -416,16 +420,19 @@ def _data_name(data: str) -> str:
               help="Detection bundles: write each image with its predicted boxes drawn here.")
 @click.option("--min-score", type=click.FloatRange(0, 1),
               help="Detection bundles: keep boxes scoring at least this [the bundle's task.min_score].")
+@click.option("--windows", is_flag=True,
+              help="Audio bundles: also each window's prediction of a long recording, with start/end in seconds.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON list, one record per input: classification {path or index/line and text, label, score, "
-                   "top_k} (label and score null, with 'skipped', for an unreadable file or an empty text); "
-                   "segmentation {path, size, class_fractions, mask}.")
+                   "top_k} (label and score null, with 'skipped', for an unreadable file or an empty text; audio adds "
+                   "seconds, and windows with --windows); segmentation {path, size, class_fractions, mask}.")
 @lambda command: column_options(command, label=False)  # predict reads no labels
 def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: tuple[str, ...], text_file: str | None,
             column: Any, text_pair_column: Any, long_texts: str | None, top_k: int, batch_size: int,
-            out_dir: str | None, draw: str | None, min_score: float | None, precision: str, as_json: bool) -> None:
-    """Predict with a bundle: classify images (files, or folders searched for images) or
-    texts; segment images into per-pixel class masks.
+            out_dir: str | None, draw: str | None, min_score: float | None, windows: bool, precision: str,
+            as_json: bool) -> None:
+    """Predict with a bundle: classify images or audio (files, or folders searched for them)
+    or texts; segment images into per-pixel class masks.
 
     \b
     Examples:
@@ -433,6 +440,7 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
       sftune predict runs/sst2 --text "a gripping, beautiful film" --text "dull and far too long"
       sftune predict runs/sst2 --file reviews.txt --json
       sftune predict runs/camvid street.png more_streets/ --out-dir masks/
+      sftune predict runs/digits clip.wav recordings/ --windows --json
 
     \b
     Exit status: 0 when at least one input was predicted (an input that cannot be
@@ -445,7 +453,7 @@ def predict(bundle: str, paths: tuple[str, ...], texts: tuple[str, ...], pairs: 
     from ..predictors_base import CliInputs
 
     given = CliInputs(list(paths), list(texts), list(pairs), text_file, column, top_k, batch_size, out_dir, draw,
-                      min_score, text_pair_column=text_pair_column, long_texts=long_texts)
+                      min_score, text_pair_column=text_pair_column, long_texts=long_texts, windows=windows)
     given.apply_to(model, bundle)  # text columns, long texts; refused by bundles that read no texts
     predictions = model.run_cli(given)  # the bundle's predictor reads its own inputs, refuses the rest
     for note in getattr(model, "notes", []):  # e.g. texts longer than the model reads, truncated

@@ -35,3 +35,33 @@ def split_indices(groups: Sequence[Hashable], val_fraction: float, seed: int,
         val.extend(members[:n_val])
         train.extend(members[n_val:])
     return train, val
+
+
+def group_split_indices(groups: Sequence[Hashable], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train, val)`` indices with every group (e.g. a speaker) wholly on one side.
+
+    The sorted distinct groups are shuffled by ``random.Random(seed)`` and taken into validation
+    in that order until it holds at least round(n x fraction) items: at least one group, never
+    all of them (one group only: everything trains and validation is empty). Indices keep
+    their original order on each side."""
+    names = sorted(set(groups), key=str)
+    random.Random(seed).shuffle(names)
+    sizes: dict[Hashable, int] = defaultdict(int)
+    for g in groups:
+        sizes[g] += 1
+    wanted = max(1, round(len(groups) * val_fraction))
+    chosen: set[Hashable] = set()
+    taken = 0
+    for g in names[:-1]:  # never every group
+        if taken >= wanted:
+            break
+        chosen.add(g)
+        taken += sizes[g]
+    train = [i for i, g in enumerate(groups) if g not in chosen]
+    val = [i for i, g in enumerate(groups) if g in chosen]
+    return train, val
+
+
+def shared_groups(train_groups: Sequence[Hashable], val_groups: Sequence[Hashable]) -> list[Hashable]:
+    """Groups found on both sides of a split (sorted): validation then scores groups it trained on."""
+    return sorted(set(train_groups) & set(val_groups) - {None}, key=str)

@@ -166,10 +166,14 @@ def _gallery(rows: list[dict[str, Any]], kind: str, thumbnails: bool, columns: t
         return "<p class=\"good\">None: every example is right.</p>" if columns == ("true", "predicted") else "<p>None.</p>"
     from ..modalities import modality_of
 
-    files = modality_of(kind).items_are_files  # thumbnails of example files, or text snippets
+    modality = modality_of(kind)
+    files = modality.items_are_files  # thumbnails of example files, or text snippets
     cards = []
     for row in rows:
-        if files:
+        own = modality.gallery_media(row["item"], thumbnails)  # e.g. audio: spectrogram + player
+        if own is not None:
+            media = own
+        elif files:
             image = _thumbnail(row["item"]) if thumbnails else None
             media = (f"<img src=\"data:image/jpeg;base64,{image}\" alt=\"{_e(row['item'])}\">" if image
                      else "<div class=\"muted\">(image not readable)</div>")

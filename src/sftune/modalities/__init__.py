@@ -1,4 +1,4 @@
-"""Modalities: what differs between kinds of raw items (images, text) outside training —
+"""Modalities: what differs between kinds of raw items (images, text, audio) outside training —
 how a replay example is recorded and read back, how new labeled data is split and written
 as a manifest, how a bundle's outputs on new data are computed, how a report shows an example.
 

@@ -40,12 +40,17 @@ class Modality:
         """``(logits, targets)`` batches of a classifier on labeled samples (the predictor's loop)."""
         raise NotImplementedError
 
+    def gallery_media(self, item: str, thumbnails: bool) -> str | None:
+        """HTML showing one example in a report's gallery, or None for the report's default (an
+        image thumbnail of a file, or a text snippet)."""
+        return None
+
 
 MODALITIES: Registry[Modality] = Registry("modality")
 
 
 def modality_of(name: str) -> Modality:
     """The registered modality ``name`` (importing the built-in ones first)."""
-    from . import images, text  # noqa: F401  (register)
+    from . import audio, images, text  # noqa: F401  (register)
 
     return MODALITIES.get(name)

@@ -160,7 +160,7 @@ class FineTunedDetector(BundlePredictor):
         """``sftune predict``: image files and folders; --draw and --min-score."""
         given.refuse(self.path, "detects objects in images (pass image files or folders)", **{
             "--text": given.texts, "--pair": given.pairs, "--file": given.text_file, "--column": given.column,
-            "--out-dir (use --draw)": given.out_dir})
+            "--out-dir (use --draw)": given.out_dir, "--windows": given.windows})
         if not given.paths:
             raise SftuneError("nothing to detect: pass image files or folders after the bundle")
         return self.predict(list(given.paths), batch_size=min(given.batch_size, 4), min_score=given.min_score,

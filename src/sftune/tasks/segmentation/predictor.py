@@ -165,7 +165,7 @@ class FineTunedSegmenter(BundlePredictor):
         """``sftune predict``: image files and folders, optionally --out-dir for masks and overlays."""
         given.refuse(self.path, "segments images (pass image files or folders)", **{
             "--text": given.texts, "--pair": given.pairs, "--file": given.text_file, "--column": given.column,
-            "--draw": given.draw, "--min-score": given.min_score})
+            "--draw": given.draw, "--min-score": given.min_score, "--windows": given.windows})
         if not given.paths:
             raise SftuneError("nothing to segment: pass image files or folders after the bundle")
         return self.predict(list(given.paths), batch_size=min(given.batch_size, 8), out_dir=given.out_dir)
