@@ -126,6 +126,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
                 f"it trains for {config.train.epochs} epochs with the optimizer instead")
         if solved:
             side_loggers = _loggers(config, run)  # CSV, and TensorBoard/MLflow if on: a bad setting fails before the fit
+            _check_trainer_settings(config)  # no Trainer runs, yet a bad --devices/--accelerator still fails
             with stage("head fit (L-BFGS)"):
                 probe = _solve_head(strategy, module, datamodule, auto_probe, log)
             if not run.is_writer:
@@ -530,6 +531,17 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
             f"trainer settings rejected (trainer.accelerator={t.accelerator!r}, trainer.devices={t.devices!r}, "
             f"trainer.distributed={t.distributed!r}, trainer.precision={t.precision!r}): {first}"
         ) from None
+
+
+def _check_trainer_settings(config: RunConfig) -> None:
+    """Raise the one-line SftuneError :func:`_make_trainer` gives for hardware settings Lightning
+    rejects, without training: runs that fit the head without a loop still refuse them."""
+    quiet = _quiet_lightning()
+    quiet.__enter__()
+    try:
+        _make_trainer(config, 0, [], False)
+    finally:
+        quiet.__exit__(None, None, None)
 
 
 def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:
