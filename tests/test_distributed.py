@@ -15,6 +15,7 @@ SFTUNE = [sys.executable, "-m", "sftune"]
 
 def train(data: Path, out: Path, *extra: str) -> dict:
     cmd = [*SFTUNE, "train", "--data", str(data), "--model", "efficientnet_lite0", "--strategy", "linear_probe",
+           "--set", "strategy.solver=sgd",  # the SGD head's loop is what DDP shards (L-BFGS runs in one process)
            "--image-size", "64", "--epochs", "3", "--lr", "0.01", "--workers", "0", "--no-progress",
            "--accelerator", "cpu", "--out", str(out), *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

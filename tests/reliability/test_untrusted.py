@@ -87,7 +87,8 @@ def _unfinished_run(data, tmp_path, last_ckpt: bytes):
     out = tmp_path / "run"
     work = B.partial_dir(out.absolute())
     (work / "checkpoints").mkdir(parents=True)
-    cfg = build_config(overrides={"data.path": str(data), **TINY, "train.epochs": 2})
+    # solver sgd: a run with a training loop, hence checkpoints (the L-BFGS head fit has none to resume)
+    cfg = build_config(overrides={"data.path": str(data), **TINY, "train.epochs": 2, "strategy.solver": "sgd"})
     (work / B.CONFIG).write_text(dump_yaml(cfg))
     (work / "checkpoints" / "last.ckpt").write_bytes(last_ckpt)
     return cli_run("train", "--out", out, "--resume", "--no-progress")

@@ -46,9 +46,10 @@ class LinearProbe(Strategy):
     def solves_head(self) -> bool:
         return self.solver == "lbfgs"
 
-    def fit_probe(self, fc: nn.Linear, features: "FeatureData") -> ProbeFit:
-        """Fit ``fc`` (F -> C) on ``features``' train split, choosing L2 on its val split (strategies/probe.py)."""
+    def fit_probe(self, fc: nn.Linear, features: "FeatureData", anchored: bool = False) -> ProbeFit:
+        """Fit ``fc`` (F -> C) on ``features``' train split, choosing L2 on its val split (strategies/probe.py);
+        ``anchored``: ``fc`` holds a parent's head, which the fit starts from and is pulled towards (L2-SP)."""
         train_x, train_y = features.train_set.tensors
         val_x, val_y = features.val_set.tensors
         return fit_probe(fc, train_x, train_y, val_x, val_y, l2=self.l2, class_weight=self.class_weight,
-                         max_iter=self.max_iter)
+                         max_iter=self.max_iter, anchored=anchored)

@@ -42,12 +42,12 @@ class LinearProbeThenFineTune(Strategy):
             ParamGroup("backbone", backbone_params(task), lr_scale=self.backbone_lr_scale),
         ]
 
-    def fit_probe(self, fc: torch.nn.Linear, features: "FeatureData") -> ProbeFit:
+    def fit_probe(self, fc: torch.nn.Linear, features: "FeatureData", anchored: bool = False) -> ProbeFit:
         """Fit ``fc`` (F -> C) to the cached features: L2-regularised logistic regression (softmax
         cross-entropy for class indices, per-class sigmoid BCE for multi-hot labels) solved with
         L-BFGS, the same fit as ``linear_probe``'s (strategies/probe.py), L2 chosen on the val split
-        unless ``probe_l2`` is set."""
+        unless ``probe_l2`` is set; ``anchored``: from and towards a parent's head (L2-SP)."""
         train_x, train_y = features.train_set.tensors
         val_x, val_y = features.val_set.tensors
         return fit_probe(fc, train_x, train_y, val_x, val_y, l2=self.probe_l2, class_weight=self.probe_class_weight,
-                         max_iter=self.probe_steps)
+                         max_iter=self.probe_steps, anchored=anchored)

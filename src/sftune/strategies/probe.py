@@ -58,6 +58,7 @@ class ProbeFit:
     iterations: int  # L-BFGS iterations of every fit together
     seconds: float
     grid: list[dict[str, float]] = field(default_factory=list)  # per L2: its selection score(s)
+    anchored: bool = False  # True: penalised towards a parent's head (L2-SP), not towards zero
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -70,6 +71,8 @@ class ProbeFit:
         """One line for the run log: loss, val accuracy, then how the L2 was chosen."""
         scored = "" if self.val_acc is None else f", val acc {self.val_acc:.3f}"
         how = f"L2 {self.l2:g} (given)" if self.selected_by == "given" else f"L2 {self.l2:g} chosen by {self.selected_by}"
+        if self.anchored:
+            how += ", towards the parent's head (L2-SP)"
         return (f"loss {self.train_loss_before:.3f} -> {self.train_loss_after:.3f}{scored}; {how}, class weights "
                 f"{self.class_weight}, {self.iterations} L-BFGS iterations in {self.seconds:.1f} s")
 
@@ -94,7 +97,8 @@ def class_weights(labels: torch.Tensor, num_classes: int, mode: ClassWeight) -> 
 
 
 def _loss_and_grads(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float,
-                    weights: torch.Tensor | None, grads: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                    weights: torch.Tensor | None, grads: bool = True,
+                    anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The objective and its gradients for ``weight (C, F)``, ``bias (C,)``, written out by hand: one
     ``(N, F) x (F, C)`` and one ``(C, N) x (N, F)`` product per evaluation, 2-3x faster than autograd
     (whose ``X^T G`` runs as a transposed product) on a 2-core CPU."""
@@ -115,35 +119,38 @@ def _loss_and_grads(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y
             g = log_p.exp()
             g[torch.arange(n), y] -= 1
             g = (g if per is None else g * per[:, None]) / n
-    loss = fit + l2 * weight.pow(2).sum()
+    away = weight if anchor is None else weight - anchor  # L2-SP: the penalty pulls towards the anchor
+    loss = fit + l2 * away.pow(2).sum()
     if not grads:
         return loss, None, None
-    return loss, torch.mm(g.t(), x) + 2 * l2 * weight, g.sum(0)
+    return loss, torch.mm(g.t(), x) + 2 * l2 * away, g.sum(0)
 
 
 def fit_logistic(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float,
-                 weights: torch.Tensor | None = None, max_iter: int = 500, tolerance: float = 1e-5) -> tuple[float, float, int]:
+                 weights: torch.Tensor | None = None, max_iter: int = 500, tolerance: float = 1e-5,
+                 anchor: torch.Tensor | None = None) -> tuple[float, float, int]:
     """Fit ``weight (C, F)`` and ``bias (C,)`` (leaf tensors of ``x``'s dtype, updated in place, their
     current values the starting point) to ``x (N, F)`` and ``y``: class indices ``(N,)`` int64 or
     multi-hot ``(N, C)`` of ``x``'s dtype, minimising the module docstring's objective with L-BFGS.
 
     Returns (objective before, objective after, L-BFGS iterations). Stops at ``max_iter``
     iterations or when the largest gradient entry falls below ``tolerance`` (scikit-learn's lbfgs
-    stops on the same criterion, its ``tol``, default 1e-4).
+    stops on the same criterion, its ``tol``, default 1e-4). ``anchor`` ``(C, F)``: penalise
+    ``||weight - anchor||^2`` instead of ``||weight||^2`` (L2-SP).
     """
     params = [weight, bias]
     optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, max_eval=max_iter * 2, history_size=20,
                                   tolerance_grad=tolerance, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
-        loss, gw, gb = _loss_and_grads(weight, bias, x, y, l2, weights)
+        loss, gw, gb = _loss_and_grads(weight, bias, x, y, l2, weights, anchor=anchor)
         weight.grad, bias.grad = gw, gb
         return loss
 
     with torch.no_grad():
-        before = float(_loss_and_grads(weight, bias, x, y, l2, weights, grads=False)[0])
+        before = float(_loss_and_grads(weight, bias, x, y, l2, weights, grads=False, anchor=anchor)[0])
         optimizer.step(closure)
-        after = float(_loss_and_grads(weight, bias, x, y, l2, weights, grads=False)[0])
+        after = float(_loss_and_grads(weight, bias, x, y, l2, weights, grads=False, anchor=anchor)[0])
     state = optimizer.state[optimizer._params[0]]
     weight.grad = bias.grad = None
     return before, after, int(state.get("n_iter", 0))
@@ -196,9 +203,15 @@ def _threads(n: int | None) -> Iterator[None]:
 def fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor | None = None,
               val_y: torch.Tensor | None = None, l2: float | None = None, grid: tuple[float, ...] = L2_GRID,
               class_weight: ClassWeight = "balanced", max_iter: int = 500, folds: int = 3,
-              dtype: torch.dtype = torch.float32, patience: int = 3) -> ProbeFit:
+              dtype: torch.dtype = torch.float32, patience: int = 3, anchored: bool = False) -> ProbeFit:
     """Fit ``fc`` (a ``nn.Linear(F, C)``, overwritten) to features ``train_x (N, F)`` and labels
     ``train_y`` (``(N,)`` class indices or ``(N, C)`` multi-hot), choosing the L2 strength.
+
+    ``anchored`` (a re-fine-tune whose head starts as its parent's, e.g. ``sftune update``): the
+    fit starts from ``fc``'s current weights and the penalty pulls towards them, L2-SP (Li et al.
+    2018, "Explicit Inductive Bias for Transfer Learning with Convolutional Networks", ICML): the
+    strong end of the grid keeps the parent's head, the weak end refits freely, and the
+    validation split picks how far to move. Without it the fit starts from zeros.
 
     ``l2`` given: that strength, no search. Else each value of ``grid`` is fitted (warm-started,
     strong to weak) and scored on ``val_x``/``val_y`` when the validation split has examples, or by
@@ -212,12 +225,13 @@ def fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_x
     """
     small = train_x.shape[0] * train_x.shape[1] * fc.out_features < ONE_THREAD_BELOW
     with _threads(1 if small else None):
-        return _fit_probe(fc, train_x, train_y, val_x, val_y, l2, grid, class_weight, max_iter, folds, dtype, patience)
+        return _fit_probe(fc, train_x, train_y, val_x, val_y, l2, grid, class_weight, max_iter, folds, dtype, patience,
+                          anchored)
 
 
 def _fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor | None,
                val_y: torch.Tensor | None, l2: float | None, grid: tuple[float, ...], class_weight: ClassWeight,
-               max_iter: int, folds: int, dtype: torch.dtype, patience: int) -> ProbeFit:
+               max_iter: int, folds: int, dtype: torch.dtype, patience: int, anchored: bool = False) -> ProbeFit:
     started = time.perf_counter()
     if train_x.ndim != 2 or train_x.shape[0] == 0:
         raise ValueError(f"probe: training features must be a non-empty (N, F) matrix, got shape {tuple(train_x.shape)}")
@@ -230,13 +244,18 @@ def _fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_
     has_val = val_x is not None and val_y is not None and val_x.shape[0] > 0
     vx = val_x.to(dtype) if has_val else None
     vy = (val_y.to(dtype) if val_y.ndim == 2 else val_y.long()) if has_val else None
-    zeros = (torch.zeros(num_classes, x.shape[1], dtype=dtype), torch.zeros(num_classes, dtype=dtype))
+    if anchored:  # the parent's head: starting point and centre of the penalty
+        zeros = (fc.weight.detach().to(dtype).clone(), fc.bias.detach().to(dtype).clone())
+        anchor = zeros[0]
+    else:
+        zeros = (torch.zeros(num_classes, x.shape[1], dtype=dtype), torch.zeros(num_classes, dtype=dtype))
+        anchor = None
     iterations = 0
     rows: list[dict[str, float]] = []
 
     if l2 is not None:
         w, b = zeros[0].clone(), zeros[1].clone()
-        before, after, n = fit_logistic(w, b, x, y, l2, weights, max_iter)
+        before, after, n = fit_logistic(w, b, x, y, l2, weights, max_iter, anchor=anchor)
         iterations, chosen, how = n, l2, "given"
     elif has_val:
         w, b = zeros[0].clone(), zeros[1].clone()
@@ -245,7 +264,7 @@ def _fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_
         for value in sorted(grid, reverse=True):
             if worse >= patience:
                 break
-            before_i, after_i, n = fit_logistic(w, b, x, y, value, weights, max_iter)
+            before_i, after_i, n = fit_logistic(w, b, x, y, value, weights, max_iter, anchor=anchor)
             iterations += n
             acc, loss = _scores(w, b, vx, vy)
             rows.append({"l2": value, "val_acc": round(acc, 4), "val_loss": round(loss, 4)})
@@ -254,8 +273,9 @@ def _fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_
                 worse = 0
             else:
                 worse += 1
-        w, b, how = chosen_w, chosen_b, "validation split"
-        before = float(_loss_and_grads(*zeros, x, y, chosen, weights, grads=False)[0])
+        how = "validation split"
+        w, b = chosen_w, chosen_b
+        before = float(_loss_and_grads(*zeros, x, y, chosen, weights, grads=False, anchor=anchor)[0])
     else:
         k = max(2, min(folds, _smallest_class(train_y)))
         splits = []
@@ -272,7 +292,7 @@ def _fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_
                 break
             acc = loss = 0.0
             for fit_x, fit_y, held_x, held_y, fw, fb, fold_weights in splits:  # warm start: the fold's previous strength
-                iterations += fit_logistic(fw, fb, fit_x, fit_y, value, fold_weights, max_iter)[2]
+                iterations += fit_logistic(fw, fb, fit_x, fit_y, value, fold_weights, max_iter, anchor=anchor)[2]
                 fold_acc, fold_loss = _scores(fw, fb, held_x, held_y)
                 acc, loss = acc + fold_acc / k, loss + fold_loss / k
             scores[value] = (acc, loss)
@@ -283,7 +303,7 @@ def _fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_
                 worse += 1
         chosen = max(scores, key=lambda v: (scores[v][0], -scores[v][1]))
         w, b = zeros[0].clone(), zeros[1].clone()
-        before, after, n = fit_logistic(w, b, x, y, chosen, weights, max_iter)
+        before, after, n = fit_logistic(w, b, x, y, chosen, weights, max_iter, anchor=anchor)
         iterations += n
         how = f"{k}-fold cross-validation (no validation split)"
 
@@ -293,7 +313,7 @@ def _fit_probe(fc: nn.Linear, train_x: torch.Tensor, train_y: torch.Tensor, val_
     val_acc, val_loss = _scores(w, b, vx, vy) if has_val else (None, None)
     return ProbeFit(l2=chosen, selected_by=how, val_acc=val_acc, val_loss=val_loss, train_loss_before=before,
                     train_loss_after=after, class_weight=class_weight, iterations=iterations,
-                    seconds=time.perf_counter() - started, grid=rows)
+                    seconds=time.perf_counter() - started, grid=rows, anchored=anchored)
 
 
 def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
