@@ -124,7 +124,8 @@ def main() -> None:
     reg.register(champion, "digits", alias="champion")
     quiet = lambda message: None  # noqa: E731
     bad = run_update(champion, work / "new" / "rot30blur", work / "bad", Gate(max_drop=0.02), reg, "digits",
-                     "digits/1", overrides={"train.lr": 1e-7, "train.epochs": 1, "trainer.progress_bar": False},
+                     "digits/1", overrides={"train.lr": 1e-7, "train.epochs": 1, "strategy.solver": "sgd",
+                                                 "trainer.progress_bar": False},
                      log=quiet)
     good = run_update(champion, work / "new" / "rot30blur", work / "v2", Gate(max_drop=0.02), reg, "digits",
                       "digits/1", overrides={"trainer.progress_bar": False}, log=quiet)

@@ -145,6 +145,8 @@ def test_real_drift_and_update_on_digits(tmp_path):
     good = run_update(champion, shifted, tmp_path / "v2", Gate(max_drop=0.03), reg, "digits", "digits/1",
                       overrides={"trainer.progress_bar": False}, log=lambda m: None)
     s = good.scores
+    probe = json.loads((good.challenger / "metrics.json").read_text())["probe"]
+    assert probe["anchored"] is True  # the L-BFGS head was pulled towards the champion's, not towards zero
     print(json.dumps(s, indent=1))
     assert s["challenger"]["new"]["acc"] > s["champion"]["new"]["acc"]
     assert s["champion"]["old"]["acc"] - s["challenger"]["old"]["acc"] <= 0.03
