@@ -77,20 +77,21 @@ def run_peer(train: Path, val: Path, epochs: int, batch_size: int) -> dict:
             "per_epoch": result["s_per_epoch"], "process_s": round(wall, 1)}
 
 
-def run_sftune(train: Path, val: Path, strategy: str, epochs: int, batch_size: int, out: Path) -> dict:
+def run_sftune(train: Path, val: Path, strategy: str, epochs: int, batch_size: int, out: Path,
+               precision: str = "auto") -> dict:
     started = time.time()
     proc = subprocess.run([sys.executable, "-m", "sftune.cli.main", "train", "--data", str(train),
                            "--val-data", str(val), "--model", "minilm", "--strategy", strategy,
-                           "--epochs", str(epochs), "--batch-size", str(batch_size), "--patience", "0",
+                           "--epochs", str(epochs), "--batch-size", str(batch_size), "--patience", "0", "--precision", precision,
                            "--out", str(out), "--overwrite", "--no-progress", "--json"],
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.time() - started
     if proc.returncode != 0:
-        return {"name": f"sftune {strategy}", "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        return {"name": f"sftune {strategy} ({precision})", "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     metrics = json.loads((out / "metrics.json").read_text())
     best = max(h.get("val/acc", 0.0) for h in metrics["history"])
     train_s = [h["time/train_s"] for h in metrics["history"] if "time/train_s" in h]
-    return {"name": f"sftune {strategy}", "acc": round(best, 4), "final_acc": round(metrics["acc"], 4),
+    return {"name": f"sftune {strategy}" + ("" if precision == "auto" else f" ({precision})"), "acc": round(best, 4), "final_acc": round(metrics["acc"], 4),
             "seconds": metrics["seconds"], "per_epoch": round(metrics["seconds"] / max(1, metrics["epochs_run"]), 2),
             "train_per_epoch": round(sum(train_s) / max(1, len(train_s)), 2),
             "trainable": metrics.get("trainable_parameters"), "process_s": round(wall, 1)}
@@ -105,6 +106,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--strategies", default="full", help="comma-separated sftune strategies to run")
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--precision", default="auto", help="sftune's --precision (e.g. bf16-mixed) [auto]")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     needed = SST2 / "train_full.tsv" if args.dataset == "sst2" else SMS
@@ -123,7 +125,8 @@ def main() -> None:
             rows.append(run_peer(train, val, args.epochs, args.batch_size))
             print(rows[-1], flush=True)
         for strategy in args.strategies.split(","):
-            rows.append(run_sftune(train, val, strategy, args.epochs, args.batch_size, Path(tmp) / strategy))
+            rows.append(run_sftune(train, val, strategy, args.epochs, args.batch_size, Path(tmp) / strategy,
+                                   args.precision))
             print(rows[-1], flush=True)
 
     print("\n| run | best val acc (%) | wall (s) | s / epoch | process incl. imports (s) |")
