@@ -28,3 +28,16 @@ def test_fp32_and_bf16_evaluation_agree_on_a_trained_bundle(digits_split_dir, tm
     assert exact["acc"] == pytest.approx(run.metrics["acc"], abs=1e-6)  # metrics.json used the same precision
     fast = sftune.load(run.path, precision="bf16").evaluate(digits_split_dir / "val")
     assert abs(fast["acc"] - exact["acc"]) <= 2 / 30 and abs(fast["loss"] - exact["loss"]) < 0.05
+
+
+def test_auto_training_precision_is_bf16_only_where_it_pays(monkeypatch):
+    """auto: bf16-mixed for transformers on a CPU with native bf16, float32 for CNNs on any CPU."""
+    from sftune import precision
+
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    for native in (True, False):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert precision.training_precision("auto", "cpu", convolutional=True) == "32-true"
+        assert precision.training_precision("auto", "auto", convolutional=False) == ("bf16-mixed" if native else "32-true")
+        assert precision.training_precision("32-true", "cpu", convolutional=False) == "32-true"  # asked for: kept
+        assert precision.training_precision("bf16-mixed", "cpu", convolutional=True) == "bf16-mixed"

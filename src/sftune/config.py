@@ -199,7 +199,7 @@ class TrainerConfig(_Section):
     devices: int | str = Field("auto", description="number of devices per node, or 'auto'")
     num_nodes: int = Field(1, ge=1)
     distributed: str = Field("auto", description="Lightning distributed strategy: auto, ddp, ddp_spawn, fsdp")
-    precision: str = Field("auto", description="auto (bf16-mixed on a GPU that supports it, else 32-true), 32-true, bf16-mixed, 16-mixed, bf16-true")
+    precision: str = Field("auto", description="auto (bf16-mixed on a GPU that supports it and for transformer text models on a CPU with native bf16, else 32-true), 32-true, bf16-mixed, 16-mixed, bf16-true")
     deterministic: bool = Field(False, description="force deterministic kernels (slower on GPU)")
     inference_precision: Literal["auto", "32", "bf16"] = Field(
         "auto", description="feature extraction and final evaluation: auto = bf16 where the CPU/GPU has native bf16")

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from . import __version__
 from . import bundle as B
 from .config import RunConfig, StrategyConfig, dump_yaml, load_yaml, resolve_task, validate
-from .precision import inference_bf16, subnormals_flushed
+from .precision import inference_bf16, subnormals_flushed, training_precision
 from .profiling import Stages
 from . import resilience
 from .data import FeatureData
@@ -136,7 +136,8 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
             history: list[dict[str, float]] = []  # no epochs: no per-epoch rows, so the report draws no curves
         else:
             with stage("training (Lightning fit)"):
-                trained = _train(config, task, strategy, module, datamodule, run, resume, started, monitor, monitor_mode, log)
+                trained = _train(config, task, strategy, module, datamodule, run, resume, started, monitor, monitor_mode, log,
+                                 pipeline.convolutional)
             if trained is None:  # a non-zero-rank process of a distributed run
                 return RunResult(run.final, {}, config)
             best_path, best_epoch, epochs_run = trained
@@ -198,7 +199,7 @@ def _run_training(config: RunConfig, out: str | Path, resume: bool, overwrite: b
 
 def _train(config: RunConfig, task: Task, strategy: Strategy, module: TaskModule, datamodule: Any, run: B.RunFolder,
            resume: bool, started: float, monitor: str, monitor_mode: str,
-           log: Callable[[str], None]) -> tuple[Path, int, int] | None:
+           log: Callable[[str], None], convolutional: bool = True) -> tuple[Path, int, int] | None:
     """Lightning does the loop: checkpoints, early stopping, devices, precision. Returns the best
     checkpoint's path, its epoch and the epochs run, with the best weights loaded into ``module``;
     None on a process that does not write the bundle (distributed runs)."""
@@ -222,13 +223,15 @@ def _train(config: RunConfig, task: Task, strategy: Strategy, module: TaskModule
     quiet.__enter__()
     try:
         loggers = _loggers(config, run)
-        trainer = _make_trainer(config, strategy.min_epochs(), callbacks, loggers)
+        trainer = _make_trainer(config, strategy.min_epochs(), callbacks, loggers, convolutional=convolutional)
+        if config.trainer.precision == "auto" and trainer.precision != "32-true":
+            log(f"precision: {trainer.precision} (auto: this hardware has native bf16; --precision 32-true for float32)")
         _compute_options(trainer, module, datamodule, config, resume, log)
 
         def rebuild() -> L.Trainer:  # after an out-of-memory error: a fresh Trainer, the earlier log kept
             _keep_previous_log(run.work / "logs")  # a new CSV file; TensorBoard/MLflow go on in the same run
             return _make_trainer(config, strategy.min_epochs(), callbacks,
-                                 [CSVLogger(run.work, name="logs", version=""), *loggers[1:]])
+                                 [CSVLogger(run.work, name="logs", version=""), *loggers[1:]], convolutional=convolutional)
 
         # OOM -> smaller steps, same effective batch; Ctrl-C -> RunInterrupted (resilience.py)
         trainer = resilience.fit(trainer, rebuild, module, datamodule, run.last_checkpoint, resume, log)
@@ -501,15 +504,14 @@ def _silent(message: str) -> None:
     pass
 
 
-def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logger: Any, root_dir: str | None = None):
-    """The Lightning Trainer; hardware/scale-out settings it rejects become one-line errors."""
+def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logger: Any, root_dir: str | None = None,
+                  convolutional: bool = True):
+    """The Lightning Trainer; hardware/scale-out settings it rejects become one-line errors.
+    ``convolutional``: the model's kind, for ``trainer.precision: auto`` (precision.training_precision)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     t = config.trainer
-    precision = t.precision
-    if precision == "auto":  # bf16 autocast where the GPU has it; fp32 elsewhere (CPU results stay exact)
-        on_gpu = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    precision = training_precision(t.precision, t.accelerator, convolutional)
     try:
         return L.Trainer(
             max_epochs=config.train.epochs,

@@ -1,9 +1,11 @@
-"""Which dtype inference (features, predict, eval) computes in.
+"""Which dtype inference (features, predict, eval) and training compute in.
 
 ``auto`` uses bfloat16 autocast where the hardware has native bf16 — a CUDA GPU
 that supports it, or a CPU with AVX-512 BF16/AMX — and float32 elsewhere. On a
 2-core AVX-512 BF16 CPU this runs EfficientNet-Lite0 2.3x faster with the same
-ImageNet-probe accuracy; ``32`` forces float32 everywhere.
+ImageNet-probe accuracy; ``32`` forces float32 everywhere. Training's ``auto``
+(:func:`training_precision`) differs: bf16-mixed pays on such a CPU for transformers,
+not for convolutions.
 """
 
 from __future__ import annotations
@@ -38,6 +40,27 @@ def inference_bf16(device: torch.device, requested: str = "auto", convolutional:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and convolutional and cpu_has_native_bf16()
+
+
+def training_precision(requested: str, accelerator: str, convolutional: bool = True) -> str:
+    """Lightning's precision for ``trainer.precision`` (``requested``), resolving ``auto``:
+
+    * ``bf16-mixed`` on a CUDA GPU that supports bf16 (``accelerator`` auto/gpu/cuda);
+    * ``bf16-mixed`` on a CPU with native bf16 (AVX-512 BF16 / AMX) for transformer models
+      (``convolutional=False``): MiniLM-L6 fine-tuning measured 1.62x faster per step there and
+      1.47x per run, at the same SST-2 accuracy (README, "Precision on CPUs");
+    * ``32-true`` otherwise: convolutional backbones gained nothing in bf16 on such a CPU (1.03x
+      for EfficientNet-Lite0), and float32 keeps their CPU results exact.
+
+    Any other value is returned as given (Lightning validates it).
+    """
+    if requested != "auto":
+        return requested
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("auto", "cpu") and not convolutional and cpu_has_native_bf16():
+        return "bf16-mixed"
+    return "32-true"
 
 
 @contextlib.contextmanager

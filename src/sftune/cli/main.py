@@ -164,7 +164,8 @@ def run_options(command: Any) -> Any:
         click.option("--strict", is_flag=True, default=None, help="Fail on unreadable or unused files, train/val "
                      "duplicates (images and texts), label spelling variants and other data warnings instead of "
                      "skipping/warning."),
-        click.option("--precision", help="Training precision: auto (default: bf16-mixed on a capable GPU, else 32-true), 32-true, bf16-mixed, 16-mixed."),
+        click.option("--precision", help="Training precision: auto (default: bf16-mixed on a capable GPU, and for text "
+                     "transformers on a CPU with native bf16; else 32-true), 32-true, bf16-mixed, 16-mixed."),
         click.option("--accelerator", help="cpu, gpu, mps or auto (default)."),
         click.option("--devices", help="Devices per node: a number or auto."),
         click.option("--num-nodes", type=int, help="Machines taking part (multi-node under torchrun/SLURM)."),
