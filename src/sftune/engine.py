@@ -544,12 +544,8 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
 def _check_trainer_settings(config: RunConfig) -> None:
     """Raise the one-line SftuneError :func:`_make_trainer` gives for hardware settings Lightning
     rejects, without training: runs that fit the head without a loop still refuse them."""
-    quiet = _quiet_lightning()
-    quiet.__enter__()
-    try:
+    with _quiet_lightning():
         _make_trainer(config, 0, [], False)
-    finally:
-        quiet.__exit__(None, None, None)
 
 
 def _resumed_config(out: Path, requested: RunConfig) -> RunConfig:

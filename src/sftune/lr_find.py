@@ -69,7 +69,8 @@ def find_lr(config: RunConfig, plot: str | Path | None = "lr_find.png", min_lr: 
         # Enough epochs for `steps` optimizer steps however small the data is.
         epochs = max(1, -(-steps // max(1, len(datamodule.train_dataloader()))))
         longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
-        trainer = _make_trainer(longer, 0, [], False, root_dir=tmp, convolutional=pipeline.convolutional)  # its temporary checkpoint goes to tmp
+        trainer = _make_trainer(longer, 0, [], False, root_dir=tmp,  # its temporary checkpoint goes to tmp
+                                convolutional=pipeline.convolutional)
         with _progress_bar(config.trainer.progress_bar), subnormals_flushed():
             finder = Tuner(trainer).lr_find(module, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
                                             num_training=steps, update_attr=False)
