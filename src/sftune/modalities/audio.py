@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..errors import SftuneError
 from .base import MODALITIES, Modality
-from .images import sample_of
+from .images import replay_files, sample_of
 
 GALLERY_SECONDS = 4.0  # the report embeds at most this much of each clip (16-bit WAV data URI)
 GALLERY_RATE = 16_000  # clips above this rate are resampled for the report (smaller pages)
@@ -27,16 +27,12 @@ class Audio(Modality):
 
     def replay_samples(self, items: list[dict[str, Any]], log: Callable[[str], None]) -> list[Any]:
         from ..data.audio_sources import check_audio
-        from ..data.sources import Sample
 
-        samples = [Sample(Path(i["path"]), i["label"]) for i in items]
-        present = [s for s in samples if s.path.is_file()]
-        good, _, digests, _, _ = check_audio(present, strict=False)
-        want = {Path(i["path"]): i.get("sha256") for i in items}
-        same = [s for s in good if want.get(s.path) in (None, digests.get(s.path))]
-        if len(same) < len(samples):
-            log(f"warning: {len(samples) - len(same)} of {len(samples)} old examples are missing or changed; skipped")
-        return same
+        def check(present: list[Any]) -> tuple[list[Any], dict[Path, str]]:
+            good, _, digests, _, _ = check_audio(present, strict=False)
+            return good, digests
+
+        return replay_files(items, check, log)
 
     def split_new(self, path: Path, old_config: dict[str, Any], val_fraction: float,
                   seed: int) -> tuple[list[Any], list[Any], str]:

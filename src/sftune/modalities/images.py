@@ -19,6 +19,21 @@ def sample_of(items: list[Any], limit: int, seed: int) -> list[Any]:
     return [items[i] for i in index]
 
 
+def replay_files(items: list[dict[str, Any]], check: Callable[[list[Any]], tuple[list[Any], dict[Path, str]]],
+                 log: Callable[[str], None]) -> list[Any]:
+    """The replayed file samples (``{path, label, sha256}`` records) still present, usable by
+    ``check`` (samples -> (usable samples, sha256 per path)) and unchanged since they were named."""
+    from ..data.sources import Sample
+
+    samples = [Sample(Path(i["path"]), i["label"]) for i in items]
+    good, digests = check([s for s in samples if s.path.is_file()])
+    want = {Path(i["path"]): i.get("sha256") for i in items}
+    same = [s for s in good if want.get(s.path) in (None, digests.get(s.path))]
+    if len(same) < len(samples):
+        log(f"warning: {len(samples) - len(same)} of {len(samples)} old examples are missing or changed; skipped")
+    return same
+
+
 class Images(Modality):
     name = "images"
     items_are_files = True
@@ -27,17 +42,13 @@ class Images(Modality):
         return {"path": str(Path(sample.path).absolute()), "label": sample.label, "sha256": digests.get(sample.path)}
 
     def replay_samples(self, items: list[dict[str, Any]], log: Callable[[str], None]) -> list[Any]:
-        from ..data import Sample
         from ..data.sources import check_images
 
-        samples = [Sample(Path(i["path"]), i["label"]) for i in items]
-        present = [s for s in samples if s.path.is_file()]
-        good, _, digests = check_images(present, strict=False)
-        want = {Path(i["path"]): i.get("sha256") for i in items}
-        same = [s for s in good if want.get(s.path) in (None, digests.get(s.path))]
-        if len(same) < len(samples):
-            log(f"warning: {len(samples) - len(same)} of {len(samples)} old examples are missing or changed; skipped")
-        return same
+        def check(present: list[Any]) -> tuple[list[Any], dict[Path, str]]:
+            good, _, digests = check_images(present, strict=False)
+            return good, digests
+
+        return replay_files(items, check, log)
 
     def split_new(self, path: Path, old_config: dict[str, Any], val_fraction: float,
                   seed: int) -> tuple[list[Any], list[Any], str]:
