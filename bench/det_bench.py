@@ -14,7 +14,7 @@ start-up and imports included). Only one training process runs at a time.
     .venv/bin/python bench/det_bench.py --epochs 2 --limit 40 --val-limit 20   # reduced (~15 min on 2 busy cores)
     .venv/bin/python bench/det_bench.py --epochs 3 --limit 80 --sftune-args "" --sftune-args "--strategy full"
     .venv/bin/python bench/det_bench.py --peer-args "--workers 0" --json out.json
-      [--data DIR] [--threads N] [--runs-dir DIR] [--reuse-peer out.json] [--no-peer]
+      [--data DIR] [--threads N] [--runs-dir DIR] [--reuse-peer out.json] [--no-peer] [--peer-only]
 
 Reduced runs. The full benchmark (205 train / 87 val images, 10 epochs) takes about 1.5 h for
 the peer alone on 2 CPU cores, so ``--epochs``, ``--limit L`` and ``--val-limit V`` cut it down.
@@ -493,6 +493,8 @@ def main() -> int:
                     help='extra args for sftune train, one string; repeat for one row each ("" = defaults) '
                          "[one row, defaults]")
     ap.add_argument("--no-peer", action="store_true", help="sftune rows only (no time to the peer's best)")
+    ap.add_argument("--peer-only", action="store_true",
+                    help="the peer row only (save it with --json, then compare sftune rows with --reuse-peer)")
     ap.add_argument("--reuse-peer", type=Path, metavar="JSON",
                     help="take the peer row from an earlier --json file instead of running it (not back to back!)")
     ap.add_argument("--runs-dir", type=Path, help="keep the subset, bundles and logs here [a temp dir, deleted]")
@@ -500,6 +502,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.epochs < 1:
         ap.error("--epochs must be at least 1")
+    if args.peer_only and (args.no_peer or args.reuse_peer or args.sftune_args):
+        ap.error("--peer-only runs the peer alone: leave out --no-peer, --reuse-peer and --sftune-args")
     for name in ("limit", "val_limit", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -549,7 +553,7 @@ def main() -> int:
         elif not args.no_peer:
             peer = run_peer(used, args.epochs, shlex.split(args.peer_args), runs_dir, env)
             rows.append(peer)
-        for n, extra in enumerate(args.sftune_args if args.sftune_args is not None else [""]):
+        for n, extra in enumerate([] if args.peer_only else args.sftune_args if args.sftune_args is not None else [""]):
             rows.append(run_sftune(used, args.epochs, shlex.split(extra), peer, runs_dir, n, env))
     finally:
         if args.runs_dir is None:
