@@ -516,6 +516,8 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
         return L.Trainer(
             max_epochs=config.train.epochs,
             accumulate_grad_batches=config.train.accumulate_grad_batches,
+            gradient_clip_val=config.train.grad_clip,  # global L2 norm over every trained parameter
+            gradient_clip_algorithm="norm",
             min_epochs=min_epochs,
             accelerator=t.accelerator,
             devices=t.devices,
