@@ -162,7 +162,7 @@ class TrainConfig(_Section):
     ema: bool = Field(False, description="validate and save an exponential moving average of the weights")
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per step (warmed up: min(decay, (1+n)/(10+n)))")
     accumulate_grad_batches: int = Field(1, ge=1, description="optimizer step every N batches (effective batch = N x batch_size x devices)")
-    grad_clip: float | None = Field(None, gt=0, description="clip the gradients' global L2 norm to this before each step (default: the task's; detection 10, otherwise off)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradients' global L2 norm to this before each step (default: off)")
     auto_batch_size: bool = Field(False, description="GPU: largest per-step batch that fits (up to the effective batch), accumulating gradients to keep the effective batch")
     monitor: str | None = Field(None, description="metric for early stopping and best checkpoint (default: the task's, e.g. val/acc, val/miou); see `sftune tasks`")
     patience: int = Field(5, ge=0, description="early-stopping patience in epochs (0 = off)")

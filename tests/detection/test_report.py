@@ -8,10 +8,12 @@ worse image by image (image i: i mistakes), so the worst images are known in adv
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import re
 from html.parser import HTMLParser
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -145,6 +147,30 @@ def _parse(page: str) -> _Page:
     return parsed
 
 
+@functools.lru_cache(maxsize=1)
+def shipped_schema() -> dict:
+    """The published JSON Schema of every report.json layout (sftune/eval/report.schema.json, package data)."""
+    return json.loads((resources.files("sftune.eval") / "report.schema.json").read_text())
+
+
+def branch_schema(name: str) -> dict:
+    """The shipped schema with ``$defs/name`` in place of its oneOf: one layout alone."""
+    return {**{k: v for k, v in shipped_schema().items() if k != "oneOf"}, "$ref": f"#/$defs/{name}"}
+
+
+def validate(report: dict) -> None:
+    """The written JSON (NaN -> null) against the shipped schema: its own branch first (readable
+    errors), then the whole schema (its oneOf: exactly one layout must match)."""
+    import jsonschema
+
+    from sftune.eval.report import finite
+
+    schema = shipped_schema()
+    branch = "detectionComparison" if report["schema"] == COMPARISON_SCHEMA else "detectionReport"
+    jsonschema.validate(finite(report), branch_schema(branch))
+    jsonschema.validate(finite(report), schema)
+
+
 def _decode(src: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
 
@@ -201,6 +227,8 @@ def test_report_sections_and_numbers(images, tmp_path):
     none = detection_report(out, tmp_path / "no_bundle", "val", bootstrap=0, worst=0)
     assert none["intervals"] is None and none["worst"] == []
     json.dumps(report, allow_nan=False)  # strict JSON
+    validate(report)
+    validate(none)
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +250,7 @@ def written(images, tmp_path_factory):
 def test_html_is_self_contained_and_draws_the_worst_images(written):
     report, json_path, html_path = written
     assert json.loads(json_path.read_text())["metrics"]["map"] == report["metrics"]["map"]
+    validate(json.loads(json_path.read_text()))  # the file as written (a bundle with a training history)
     assert sorted(p.name for p in html_path.parent.iterdir()) == ["report.html", "report.json"]  # no temp files left
     page = html_path.read_text()
     parsed = _parse(page)
@@ -251,6 +280,7 @@ def test_comparing_a_detector_with_itself_and_with_a_worse_one(images, tmp_path)
     assert diff["delta"] == 0 and diff["low"] == 0 and diff["high"] == 0 and not diff["excludes_zero"]
     assert same["verdict"].startswith("No clear difference") and same["differences_per_image"] == []
     assert same["a"]["metrics"] == same["b"]["metrics"]
+    validate(same)
     parsed = _parse(write_detection_report(tmp_path / "same", same)[1].read_text())
     assert "Where they differ most" in parsed.headings and "AP per class" in parsed.headings
     wbc = next(row for row in parsed.rows if row and row[0] == "wbc")
@@ -261,11 +291,49 @@ def test_comparing_a_detector_with_itself_and_with_a_worse_one(images, tmp_path)
     assert worse["comparison"]["differences"]["map"]["delta"] < 0
     rows = worse["differences_per_image"]
     assert len(rows) == 3 and all(r["b"] < r["a"] for r in rows) and rows[0]["index"] in (0, 1, 2)
+    validate(worse)
     page = write_detection_report(tmp_path / "worse", worse)[1].read_text()
     parsed = _parse(page)
     assert "B − A" in page and "Confusion matrix of B" in parsed.headings
     triptych = _decode(next(src for src in parsed.images if src.startswith("data:image/jpeg")))
     assert triptych.width > 2.5 * triptych.height  # truth | A | B
+
+
+def test_the_schema_pins_each_layout_to_its_own_branch(images, tmp_path):
+    """Each of report.schema.json's six branches accepts only its own "schema" const (the code's
+    constants), so a report matches exactly one branch; a detection report relabelled as any
+    other layout, or with a stray key, validates against none."""
+    import jsonschema
+
+    from sftune.eval import report as classification
+    from sftune.eval.report import finite
+    from sftune.tasks.segmentation import report as segmentation
+
+    schema = shipped_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    branches = [ref["$ref"].rsplit("/", 1)[1] for ref in schema["oneOf"]]
+    consts = {name: schema["$defs"][name]["properties"]["schema"]["const"] for name in branches}
+    assert sorted(consts.values()) == sorted([
+        classification.REPORT_SCHEMA, classification.COMPARISON_SCHEMA, segmentation.REPORT_SCHEMA,
+        segmentation.COMPARISON_SCHEMA, REPORT_SCHEMA, COMPARISON_SCHEMA])
+    for name in branches:
+        definition = schema["$defs"][name]
+        assert "schema" in definition["required"] and definition["additionalProperties"] is False, name
+        validator = jsonschema.Draft202012Validator(branch_schema(name))
+        for other, const in consts.items():
+            wrong_schema = any(list(e.path) == ["schema"] for e in validator.iter_errors({"schema": const}))
+            assert wrong_schema == (other != name), (name, const)
+
+    report = finite(detection_report(_outputs(images), tmp_path / "no_bundle", "val", bootstrap=0, worst=1))
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(report)
+    for const in consts.values():
+        if const != REPORT_SCHEMA:
+            assert not validator.is_valid({**report, "schema": const}), const
+    assert not validator.is_valid({**report, "extra": 1})
+    broken = json.loads(json.dumps(report))
+    broken["worst"][0]["truth"]["boxes"][0] = [1.0, 2.0, 3.0]  # a box of 3 numbers
+    assert not validator.is_valid(broken)
 
 
 def test_draw_boxes_colours_labels_and_ignored():

@@ -6,9 +6,11 @@ Synthetic data: a few small RGB images with index-PNG masks over 3 classes, one 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -72,104 +74,27 @@ def _outputs(items: list[dict[str, str]], flips: int = 1) -> SegmentationOutputs
                                out_of_range_pixels=out_of_range)
 
 
-# The JSON Schema of the two layouts, to move into src/sftune/eval/report.schema.json (its oneOf
-# and $defs) beside sftune.report/1; "unit"/"interval"/"run" as the schema defines them there.
-_UNIT = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
-_UNITS = {"type": "array", "items": _UNIT}
-_INTERVAL = {"type": "object", "required": ["low", "high"],
-             "properties": {"low": {"type": ["number", "null"]}, "high": {"type": ["number", "null"]}}}
-SEGMENTATION_REPORT = {
-    "type": "object",
-    "required": ["schema", "task", "title", "created", "run", "data", "metrics", "intervals", "absent", "miou_rule",
-                 "per_class", "confusion_matrix", "worst", "evaluated_on"],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": "sftune.segmentation_report/1"},
-        "task": {"const": "semantic_segmentation"},
-        "title": {"type": "string"}, "created": {"type": "string"}, "miou_rule": {"type": "string"},
-        "run": {"type": "object", "required": ["bundle", "task", "model", "strategy", "config", "history"]},
-        "data": {
-            "type": "object", "additionalProperties": False,
-            "required": ["path", "n", "skipped", "classes", "ignore_index", "mask_format", "colormap"],
-            "properties": {
-                "path": {"type": "string"}, "n": {"type": "integer", "minimum": 0},
-                "skipped": {"type": "array", "items": {"type": "object", "required": ["path", "reason"]}},
-                "classes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                "ignore_index": {"type": ["integer", "null"]},
-                "ignored_pixels": {"type": "integer", "minimum": 0},
-                "out_of_range_pixels": {"type": "integer", "minimum": 0},
-                "mask_format": {"type": "string"},
-                "colormap": {"oneOf": [{"type": "null"}, {"type": "array", "items": {
-                    "type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}, "minItems": 3,
-                    "maxItems": 3}}]},
-            },
-        },
-        "metrics": {
-            "type": "object", "additionalProperties": False,
-            "required": ["miou", "pixel_acc", "mean_dice", "fw_iou", "n", "skipped"],
-            "properties": {"miou": _UNIT, "pixel_acc": _UNIT, "mean_dice": _UNIT, "fw_iou": _UNIT,
-                           "n": {"type": "integer", "minimum": 0}, "skipped": {"type": "integer", "minimum": 0}},
-        },
-        "intervals": {"oneOf": [{"type": "null"}, {
-            "type": "object", "required": ["confidence", "resamples"],
-            "properties": {"confidence": {"type": "number"}, "resamples": {"type": "integer", "minimum": 1}},
-            "additionalProperties": _INTERVAL}]},
-        "absent": {"type": "array", "items": {"type": "string"}},
-        "per_class": {
-            "type": "object",
-            "required": ["class", "iou", "dice", "precision", "recall", "pixels", "predicted_pixels", "pixel_share",
-                         "absent"],
-            "properties": {"class": {"type": "array", "items": {"type": "string"}}, "iou": _UNITS, "dice": _UNITS,
-                           "precision": _UNITS, "recall": _UNITS, "pixel_share": _UNITS,
-                           "pixels": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                           "predicted_pixels": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                           "absent": {"type": "array", "items": {"type": "boolean"}}},
-        },
-        "confusion_matrix": {
-            "type": "object", "required": ["counts", "normalized"],
-            "properties": {"counts": {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
-                           "normalized": {"type": "array", "items": _UNITS}},
-        },
-        "worst": {"type": "array", "items": {
-            "type": "object", "required": ["index", "image", "mask", "miou", "pixel_acc", "truth", "predicted"],
-            "properties": {"index": {"type": "integer", "minimum": 0}, "image": {"type": "string"},
-                           "mask": {"type": "string"}, "miou": _UNIT, "pixel_acc": _UNIT,
-                           "truth": {"type": "object", "additionalProperties": _UNIT},
-                           "predicted": {"type": "object", "additionalProperties": _UNIT}}}},
-        "evaluated_on": {"type": "object", "required": ["platform", "cpu", "cores", "gpu", "torch"]},
-    },
-}
-SEGMENTATION_COMPARISON = {
-    "type": "object",
-    "required": ["schema", "task", "title", "created", "a", "b", "comparison", "verdict", "differences_per_image"],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": "sftune.segmentation_comparison/1"},
-        "task": {"const": "semantic_segmentation"},
-        "title": {"type": "string"}, "created": {"type": "string"}, "verdict": {"type": "string"},
-        "a": SEGMENTATION_REPORT, "b": SEGMENTATION_REPORT,
-        "comparison": {
-            "type": "object", "required": ["differences", "confidence", "resamples"],
-            "properties": {"differences": {"type": "object", "additionalProperties": {
-                "type": "object", "required": ["low", "high", "excludes_zero"],
-                "properties": {"low": {"type": ["number", "null"]}, "high": {"type": ["number", "null"]},
-                               "excludes_zero": {"type": "boolean"}, "p_value": _UNIT}}},
-                           "confidence": {"type": "number"}, "resamples": {"type": "integer", "minimum": 1}},
-        },
-        "differences_per_image": {"type": "array", "items": {
-            "type": "object", "required": ["index", "image", "mask", "a", "b"],
-            "properties": {"a": _UNIT, "b": _UNIT}}},
-    },
-}
+@functools.lru_cache(maxsize=1)
+def shipped_schema() -> dict:
+    """The published JSON Schema of every report.json layout (sftune/eval/report.schema.json, package data)."""
+    return json.loads((resources.files("sftune.eval") / "report.schema.json").read_text())
+
+
+def branch_schema(name: str) -> dict:
+    """The shipped schema with ``$defs/name`` in place of its oneOf: one layout alone."""
+    return {**{k: v for k, v in shipped_schema().items() if k != "oneOf"}, "$ref": f"#/$defs/{name}"}
 
 
 def validate(report: dict) -> None:
-    """The written JSON (NaN -> null) against the layout above."""
+    """The written JSON (NaN -> null) against the shipped schema: its own branch first (readable
+    errors), then the whole schema (its oneOf: exactly one layout must match)."""
     import jsonschema
 
     from sftune.eval.report import finite
 
-    schema = SEGMENTATION_COMPARISON if report["schema"] == COMPARISON_SCHEMA else SEGMENTATION_REPORT
+    schema = shipped_schema()
+    branch = "segmentationComparison" if report["schema"] == COMPARISON_SCHEMA else "segmentationReport"
+    jsonschema.validate(finite(report), branch_schema(branch))
     jsonschema.validate(finite(report), schema)
 
 
@@ -282,6 +207,7 @@ def test_html_shows_absent_and_triptychs_and_is_self_contained(dataset, tmp_path
     report = segmentation_report(out, tmp_path / "no_bundle", "val", bootstrap=100, worst=3)
     json_path, html_path = write_segmentation_report(tmp_path / "r", report, predict_mask=_predictor(1))
     assert json.loads(json_path.read_text())["metrics"]["miou"] == report["metrics"]["miou"]
+    validate(json.loads(json_path.read_text()))  # the file as written
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html", "report.json"]  # no temp files left
     page = html_path.read_text()
     parsed = _parse(page)
