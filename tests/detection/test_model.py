@@ -406,7 +406,7 @@ def test_fcos_learns_coloured_rectangles():
 def test_training_defaults_reach_the_detector_and_task_torchvision_wins():
     """The CPU speed knobs (128 training RoIs, 300 test proposals) come from the task options, are
     saved with the bundle's model config, and ``task.torchvision`` overrides them; the detection
-    module's default LR is a tenth of the strategy's (its AdamW defaults made box losses diverge)."""
+    module's default head LR is 3e-4 for every strategy (the strategies' AdamW defaults made box losses diverge)."""
     from sftune.config import StrategyConfig, TrainConfig
     from sftune.strategies import create_strategy
     from sftune.tasks.detection.module import Detector
@@ -428,6 +428,8 @@ def test_training_defaults_reach_the_detector_and_task_torchvision_wins():
     with pytest.raises(SftuneError, match="unknown option 'rpn_batch_size'"):
         build_detector("faster_rcnn", TINY, num_classes=2, **SMALL, options={"rpn_batch_size": 64})
 
-    strategy = create_strategy(StrategyConfig(name="linear_probe"))
-    assert Detector(net, strategy, TrainConfig()).lr == pytest.approx(strategy.default_lr / 10)
+    for name in ("linear_probe", "full", "freeze_unfreeze", "llrd", "lora"):  # one head LR, whatever the strategy
+        assert Detector(net, create_strategy(StrategyConfig(name=name)), TrainConfig()).lr == pytest.approx(3e-4)
+    sgd = Detector(net, create_strategy(StrategyConfig(name="full")), TrainConfig(optimizer="sgd"))
+    assert sgd.lr == pytest.approx(3e-3)  # SGD-style optimizers: 10x, as for every task
     assert Detector(net, create_strategy(StrategyConfig(name="linear_probe")), TrainConfig(lr=0.01)).lr == 0.01

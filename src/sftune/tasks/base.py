@@ -197,9 +197,11 @@ class TaskModule(L.LightningModule):
 
     backbone: nn.Module
     loss_weights: dict[str, float]
-    # Multiplies the strategy's default LR when train.lr is not given. The strategies' defaults are
-    # tuned for a linear/MLP head under AdamW; heads with box regression from scratch need smaller steps.
-    default_lr_scale: ClassVar[float] = 1.0
+    # When train.lr is not given, the head LR is the strategy's default (AdamW; x10 for SGD-style
+    # optimizers), tuned for a linear/MLP head. A task whose head is a large new network that needs the
+    # same steps whether or not the backbone trains (detection: FPN + RPN + box regression from scratch)
+    # sets one head LR for every strategy here.
+    default_head_lr: ClassVar[float | None] = None
 
     def __init__(self, strategy: "Strategy", train_cfg: "TrainConfig") -> None:
         super().__init__()
@@ -207,7 +209,8 @@ class TaskModule(L.LightningModule):
 
         self.strategy = strategy
         self.train_cfg = train_cfg
-        self.lr = train_cfg.lr or default_lr(strategy.default_lr, train_cfg.optimizer) * self.default_lr_scale
+        base = self.default_head_lr if self.default_head_lr is not None else strategy.default_lr
+        self.lr = train_cfg.lr or default_lr(base, train_cfg.optimizer)
         self.loss_weights = {}  # name -> weight of each loss in the total (default 1)
         self._backbone_frozen = False
         self.inputs_are_features = False  # True: batches hold cached pooled backbone features (B, F)
