@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import os
 import socket
 import tempfile
@@ -128,3 +130,28 @@ def with_callbacks(monkeypatch, *callbacks) -> None:
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(pl_mod.Trainer, "__init__", patched)
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_schema() -> dict:
+    """The published JSON Schema of every report.json layout (sftune/eval/report.schema.json, package data)."""
+    import json
+    from importlib import resources
+
+    return json.loads((resources.files("sftune.eval") / "report.schema.json").read_text())
+
+
+def branch_schema(name: str) -> dict:
+    """The shipped schema with ``$defs/name`` in place of its oneOf: one layout alone."""
+    return {**{k: v for k, v in shipped_schema().items() if k != "oneOf"}, "$ref": f"#/$defs/{name}"}
+
+
+def validate_report(report: dict, branch: str) -> None:
+    """The written JSON (NaN -> null) against the shipped schema: its own ``branch`` first (readable
+    errors), then the whole schema (its oneOf: exactly one layout must match)."""
+    import jsonschema
+
+    from sftune.eval.report import finite
+
+    jsonschema.validate(finite(report), branch_schema(branch))
+    jsonschema.validate(finite(report), shipped_schema())

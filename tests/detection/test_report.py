@@ -8,12 +8,10 @@ worse image by image (image i: i mistakes), so the worst images are known in adv
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import json
 import re
 from html.parser import HTMLParser
-from importlib import resources
 
 import numpy as np
 import pytest
@@ -25,6 +23,8 @@ from sftune.tasks.detection.metrics import MAP_RULE
 from sftune.tasks.detection.outputs import DetectionOutputs
 from sftune.tasks.detection.report import (COMPARISON_SCHEMA, REPORT_SCHEMA, TASK, detection_comparison,
                                            detection_report, write_detection_report)
+
+from conftest import branch_schema, shipped_schema, validate_report
 
 CLASSES = ["rbc", "platelet", "cell", "wbc"]  # "wbc": never true
 H, W = 72, 96
@@ -147,28 +147,9 @@ def _parse(page: str) -> _Page:
     return parsed
 
 
-@functools.lru_cache(maxsize=1)
-def shipped_schema() -> dict:
-    """The published JSON Schema of every report.json layout (sftune/eval/report.schema.json, package data)."""
-    return json.loads((resources.files("sftune.eval") / "report.schema.json").read_text())
-
-
-def branch_schema(name: str) -> dict:
-    """The shipped schema with ``$defs/name`` in place of its oneOf: one layout alone."""
-    return {**{k: v for k, v in shipped_schema().items() if k != "oneOf"}, "$ref": f"#/$defs/{name}"}
-
-
 def validate(report: dict) -> None:
-    """The written JSON (NaN -> null) against the shipped schema: its own branch first (readable
-    errors), then the whole schema (its oneOf: exactly one layout must match)."""
-    import jsonschema
-
-    from sftune.eval.report import finite
-
-    schema = shipped_schema()
-    branch = "detectionComparison" if report["schema"] == COMPARISON_SCHEMA else "detectionReport"
-    jsonschema.validate(finite(report), branch_schema(branch))
-    jsonschema.validate(finite(report), schema)
+    """The report against its own branch of the shipped schema, then against the whole schema."""
+    validate_report(report, "detectionComparison" if report["schema"] == COMPARISON_SCHEMA else "detectionReport")
 
 
 def _decode(src: str) -> Image.Image:

@@ -6,11 +6,9 @@ Synthetic data: a few small RGB images with index-PNG masks over 3 classes, one 
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from html.parser import HTMLParser
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,8 @@ from sftune.tasks.segmentation.metrics import confusion_per_image
 from sftune.tasks.segmentation.outputs import SegmentationOutputs
 from sftune.tasks.segmentation.report import (COMPARISON_SCHEMA, REPORT_SCHEMA, TASK, segmentation_comparison,
                                               segmentation_report, write_segmentation_report)
+
+from conftest import validate_report
 
 CLASSES = ["background", "road", "car"]
 VOID = 255
@@ -74,28 +74,9 @@ def _outputs(items: list[dict[str, str]], flips: int = 1) -> SegmentationOutputs
                                out_of_range_pixels=out_of_range)
 
 
-@functools.lru_cache(maxsize=1)
-def shipped_schema() -> dict:
-    """The published JSON Schema of every report.json layout (sftune/eval/report.schema.json, package data)."""
-    return json.loads((resources.files("sftune.eval") / "report.schema.json").read_text())
-
-
-def branch_schema(name: str) -> dict:
-    """The shipped schema with ``$defs/name`` in place of its oneOf: one layout alone."""
-    return {**{k: v for k, v in shipped_schema().items() if k != "oneOf"}, "$ref": f"#/$defs/{name}"}
-
-
 def validate(report: dict) -> None:
-    """The written JSON (NaN -> null) against the shipped schema: its own branch first (readable
-    errors), then the whole schema (its oneOf: exactly one layout must match)."""
-    import jsonschema
-
-    from sftune.eval.report import finite
-
-    schema = shipped_schema()
-    branch = "segmentationComparison" if report["schema"] == COMPARISON_SCHEMA else "segmentationReport"
-    jsonschema.validate(finite(report), branch_schema(branch))
-    jsonschema.validate(finite(report), schema)
+    """The report against its own branch of the shipped schema, then against the whole schema."""
+    validate_report(report, "segmentationComparison" if report["schema"] == COMPARISON_SCHEMA else "segmentationReport")
 
 
 class _Page(HTMLParser):
