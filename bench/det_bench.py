@@ -16,8 +16,8 @@ start-up and imports included). Only one training process runs at a time.
     .venv/bin/python bench/det_bench.py --peer-args "--workers 0" --json out.json
       [--data DIR] [--threads N] [--runs-dir DIR] [--reuse-peer out.json] [--no-peer] [--peer-only]
 
-Reduced runs. The full benchmark (205 train / 87 val images, 10 epochs) takes about 1.5 h for
-the peer alone on 2 CPU cores, so ``--epochs``, ``--limit L`` and ``--val-limit V`` cut it down.
+Reduced runs. The full benchmark (205 train / 87 val images, 10 epochs) takes 72 min for
+the peer alone on 2 idle CPU cores (2026-12-01), so ``--epochs``, ``--limit L`` and ``--val-limit V`` cut it down.
 With a limit, the script builds a VOC folder of symlinks in its run folder: ``Annotations/`` and
 ``JPEGImages/`` links for the first L ids of ``ImageSets/Main/train.txt`` and the first V of
 ``val.txt``, and those two lists; BOTH systems read that folder (the peer gets no ``--limit``

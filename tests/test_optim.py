@@ -397,3 +397,12 @@ def test_grad_clip_bounds_the_global_gradient_norm(odd_split, tmp_path, monkeypa
 def test_grad_clip_must_be_positive():
     with pytest.raises(ValueError, match="grad_clip"):
         TrainConfig(grad_clip=0)
+
+
+def test_grad_clip_with_fsdp_is_refused_in_one_line():
+    from sftune import engine
+
+    config = build_config(overrides={"train.grad_clip": 1.0, "trainer.distributed": "fsdp"})
+    with pytest.raises(SftuneError, match=r"train.grad_clip \(1\) cannot be used with trainer.distributed='fsdp'") as e:
+        engine._check_trainer_settings(config)
+    assert "\n" not in str(e.value)

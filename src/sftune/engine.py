@@ -511,6 +511,11 @@ def _make_trainer(config: RunConfig, min_epochs: int, callbacks: list[Any], logg
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     t = config.trainer
+    if config.train.grad_clip and "fsdp" in str(t.distributed).lower():
+        # Lightning clips FSDP-sharded gradients only through the wrapped module, not by norm here:
+        # without this line the run would fail at its first optimizer step.
+        raise SftuneError(f"train.grad_clip ({config.train.grad_clip:g}) cannot be used with trainer.distributed="
+                          f"{t.distributed!r}: leave out one of the two (ddp clips)")
     precision = training_precision(t.precision, t.accelerator, convolutional)
     try:
         return L.Trainer(
