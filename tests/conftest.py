@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import os
 import socket
 import tempfile
@@ -146,12 +145,13 @@ def branch_schema(name: str) -> dict:
     return {**{k: v for k, v in shipped_schema().items() if k != "oneOf"}, "$ref": f"#/$defs/{name}"}
 
 
-def validate_report(report: dict, branch: str) -> None:
-    """The written JSON (NaN -> null) against the shipped schema: its own ``branch`` first (readable
-    errors), then the whole schema (its oneOf: exactly one layout must match)."""
+def validate_report(report: dict, branch: str | None = None) -> None:
+    """The written JSON (NaN -> null) against the shipped schema: its own ``branch`` first when
+    given (readable errors), then the whole schema (its oneOf: exactly one layout must match)."""
     import jsonschema
 
     from sftune.eval.report import finite
 
-    jsonschema.validate(finite(report), branch_schema(branch))
+    if branch is not None:
+        jsonschema.validate(finite(report), branch_schema(branch))
     jsonschema.validate(finite(report), shipped_schema())

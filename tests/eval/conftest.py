@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_run
-
-SCHEMA = Path(__file__).resolve().parents[2] / "src" / "sftune" / "eval" / "report.schema.json"
+from conftest import tiny_run, validate_report  # noqa: F401  (validate_report: the report tests import it from here)
 
 
 N_VAL = 30  # digits_split_dir: 3 classes x 10 validation images
@@ -35,8 +32,3 @@ def trained_bundle(tmp_path_factory, report_digits) -> Path:
         torch.set_num_threads(before)
     return result.path
 
-
-def validate_report(report: dict) -> None:
-    import jsonschema
-
-    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
