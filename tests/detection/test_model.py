@@ -404,7 +404,7 @@ def test_fcos_learns_coloured_rectangles():
 
 
 def test_training_defaults_reach_the_detector_and_task_torchvision_wins():
-    """The CPU speed knobs (128 training RoIs, 300 test proposals) come from the task options, are
+    """The box head's inputs (512 training RoIs, 1000 test proposals: torchvision's) come from the task options, are
     saved with the bundle's model config, and ``task.torchvision`` overrides them; the detection
     module's default head LR is 3e-4 for every strategy (the strategies' AdamW defaults made box losses diverge)."""
     from sftune.config import StrategyConfig, TrainConfig
@@ -414,12 +414,12 @@ def test_training_defaults_reach_the_detector_and_task_torchvision_wins():
     from sftune.tasks.detection.task import DetectionOptions
 
     chosen = detector_options(DetectionOptions())
-    assert chosen == {"box_batch_size_per_image": 128, "rpn_post_nms_top_n_test": 300}
+    assert chosen == {"box_batch_size_per_image": 512, "rpn_post_nms_top_n_test": 1000}
     net = build_detector("faster_rcnn", TINY, num_classes=2, **SMALL, options=chosen)
-    assert net.detector.roi_heads.fg_bg_sampler.batch_size_per_image == 128
-    assert net.detector.rpn._post_nms_top_n["testing"] == 300
+    assert net.detector.roi_heads.fg_bg_sampler.batch_size_per_image == 512
+    assert net.detector.rpn._post_nms_top_n["testing"] == 1000
     assert net.config()["options"] == chosen
-    assert rebuild_detector(json.loads(json.dumps(net.config()))).detector.rpn._post_nms_top_n["testing"] == 300
+    assert rebuild_detector(json.loads(json.dumps(net.config()))).detector.rpn._post_nms_top_n["testing"] == 1000
 
     mine = detector_options(DetectionOptions(rois_per_image=64, torchvision={"rpn_post_nms_top_n_test": 500,
                                                                              "rpn_batch_size_per_image": 64}))
